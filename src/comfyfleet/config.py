@@ -1,0 +1,155 @@
+"""The one settings object. Every environment variable comfyfleet reads is declared here.
+
+Names are ``COMFYFLEET_<FIELD>``; where the field already has a name people use (RunPod's
+reference worker, the seeds), that name is accepted too, e.g. ``COMFYUI_URL`` or
+``BUCKET_ENDPOINT_URL``. Nothing is read at import time: call `Settings()` (or `get_settings()`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(field: str, *legacy: str) -> AliasChoices:
+    return AliasChoices(f"COMFYFLEET_{field.upper()}", *legacy)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # --- ComfyUI -------------------------------------------------------------------------
+    comfy_url: str = Field(
+        default="http://127.0.0.1:8188", validation_alias=_env("comfy_url", "COMFYUI_URL")
+    )
+    comfy_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("comfy_dir", "COMFYUI_DIR"),
+        description="Launch ComfyUI from this checkout (main.py) instead of using comfy_url.",
+    )
+    comfy_args: str = Field(
+        default="--listen 127.0.0.1 --port 8188 --disable-auto-launch",
+        validation_alias=_env("comfy_args", "COMFYUI_ARGS"),
+    )
+    comfy_python: str | None = Field(
+        default=None, validation_alias=_env("comfy_python"), description="Python for main.py."
+    )
+    comfy_ready_timeout: float = Field(default=600.0, validation_alias=_env("comfy_ready_timeout"))
+    comfy_input_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("comfy_input_dir"),
+        description="ComfyUI's input folder when local (RAM-disk fast path, wiping).",
+    )
+    comfy_output_dir: Path | None = Field(
+        default=None, validation_alias=_env("comfy_output_dir")
+    )
+    templates_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("templates_dir", "COMFYUI_WORKFLOWS_DIR"),
+        description="Directory of saved API-format workflow templates (NAME.json).",
+    )
+
+    # --- jobs --------------------------------------------------------------------------
+    job_timeout: float = Field(default=1800.0, validation_alias=_env("job_timeout"))
+    max_attempts: int = Field(default=3, ge=1, validation_alias=_env("max_attempts"))
+    max_input_bytes: int = Field(default=64 * 2**20, validation_alias=_env("max_input_bytes"))
+    max_request_bytes: int = Field(
+        default=256 * 2**20, validation_alias=_env("max_request_bytes")
+    )
+    url_max_redirects: int = Field(default=3, validation_alias=_env("url_max_redirects"))
+    url_timeout: float = Field(default=60.0, validation_alias=_env("url_timeout"))
+    allow_private_urls: bool = Field(
+        default=False,
+        validation_alias=_env("allow_private_urls"),
+        description="Allow input URLs that resolve to private/loopback/link-local addresses.",
+    )
+
+    # --- worker ------------------------------------------------------------------------
+    min_free_memory_bytes: int = Field(
+        default=512 * 2**20, validation_alias=_env("min_free_memory_bytes")
+    )
+    min_free_disk_bytes: int = Field(
+        default=1024 * 2**20, validation_alias=_env("min_free_disk_bytes")
+    )
+    wipe_zero_fill: bool = Field(default=False, validation_alias=_env("wipe_zero_fill"))
+    swarm_url: str | None = Field(
+        default=None, validation_alias=_env("swarm_url", "SWARMUI_URL", "SWARM_URL")
+    )
+
+    # --- S3 outputs (names of RunPod's reference worker) ------------------------------------
+    bucket_endpoint_url: str | None = Field(
+        default=None, validation_alias=_env("bucket_endpoint_url", "BUCKET_ENDPOINT_URL")
+    )
+    bucket_access_key_id: str | None = Field(
+        default=None, validation_alias=_env("bucket_access_key_id", "BUCKET_ACCESS_KEY_ID")
+    )
+    bucket_secret_access_key: str | None = Field(
+        default=None,
+        validation_alias=_env("bucket_secret_access_key", "BUCKET_SECRET_ACCESS_KEY"),
+    )
+    bucket_name: str | None = Field(
+        default=None, validation_alias=_env("bucket_name", "BUCKET_NAME")
+    )
+    bucket_region: str | None = Field(
+        default=None, validation_alias=_env("bucket_region", "BUCKET_REGION")
+    )
+    bucket_presign_seconds: int | None = Field(
+        default=None,
+        validation_alias=_env("bucket_presign_seconds"),
+        description="Return presigned GET URLs valid this long instead of plain URLs.",
+    )
+
+    # --- gateway -----------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", validation_alias=_env("host"))
+    port: int = Field(default=8080, validation_alias=_env("port"))
+    data_dir: Path = Field(default=Path(".comfyfleet"), validation_alias=_env("data_dir"))
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=_env("database_url"),
+        description="postgresql://... to scale out; default is SQLite under data_dir.",
+    )
+    backends: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("backends"),
+        description="ComfyUI URLs the gateway feeds with local agents (JSON list).",
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("api_keys"),
+        description='Bearer keys as "token:role" with role submit, admin or agent (JSON list).',
+    )
+    lease_seconds: float = Field(default=30.0, validation_alias=_env("lease_seconds"))
+    webhook_secret: str | None = Field(default=None, validation_alias=_env("webhook_secret"))
+
+    # --- models and volumes ---------------------------------------------------------------
+    model_roots: list[Path] = Field(default_factory=list, validation_alias=_env("model_roots"))
+    models: str | None = Field(
+        default=None,
+        validation_alias=_env("models", "MODELS"),
+        description="RepoID:Filename:Target,... (seed 002's list).",
+    )
+    hf_token: str | None = Field(default=None, validation_alias=_env("hf_token", "HF_TOKEN"))
+    hf_cache_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("hf_cache_dir"),
+        description="Host cache in Hugging Face layout, e.g. /runpod-volume/huggingface-cache.",
+    )
+    model_cache_bytes: int = Field(
+        default=50 * 2**30, validation_alias=_env("model_cache_bytes")
+    )
+    warmup_workflow: Path | None = Field(
+        default=None, validation_alias=_env("warmup_workflow")
+    )
+
+    # --- logging -----------------------------------------------------------------------
+    log_level: str = Field(default="INFO", validation_alias=_env("log_level"))
+    log_json: bool = Field(default=False, validation_alias=_env("log_json"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
