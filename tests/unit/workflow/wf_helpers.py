@@ -1,0 +1,20 @@
+"""Paths and loaders shared by the workflow tests (a plain module: tests import it directly)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+REPO = HERE.parents[2]
+PROTOCOL = REPO.parent / "shared" / "comfyui-protocol"
+CATALOGUES = (
+    REPO / "src" / "comfyfleet" / "testing" / "data" / "object_info.json",
+    PROTOCOL / "object_info.json",
+)
+
+
+def load(name: str) -> Any:
+    return json.loads((DATA / name).read_text(encoding="utf-8"))
