@@ -17,7 +17,10 @@ app = typer.Typer(
 )
 
 # Modules that define ``register(app)``; each adds its commands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "comfyfleet.models.commands",
+    "comfyfleet.runtime.commands",
+]
 
 
 @app.callback()

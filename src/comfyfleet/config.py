@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         validation_alias=_env("templates_dir", "COMFYUI_WORKFLOWS_DIR"),
         description="Directory of saved API-format workflow templates (NAME.json).",
     )
+    default_template: str | None = Field(
+        default=None,
+        validation_alias=_env("default_template"),
+        description="Worker: template for requests naming no workflow (seed 001's default).",
+    )
+    comfy_org_api_key: str | None = Field(
+        default=None,
+        validation_alias=_env("comfy_org_api_key", "COMFY_ORG_API_KEY"),
+        description="Key for ComfyUI's API nodes when a request brings none (extra_data).",
+    )
 
     # --- jobs --------------------------------------------------------------------------
     job_timeout: float = Field(default=1800.0, validation_alias=_env("job_timeout"))
@@ -122,10 +132,69 @@ class Settings(BaseSettings):
         description='Bearer keys as "token:role" with role submit, admin or agent (JSON list).',
     )
     lease_seconds: float = Field(default=30.0, validation_alias=_env("lease_seconds"))
+    # --- fleet (dispatch) ------------------------------------------------------------------
+    retry_backoff: float = Field(
+        default=1.0,
+        validation_alias=_env("retry_backoff"),
+        description="First retry's delay in seconds; doubles per attempt (max 60).",
+    )
+    runpod_endpoint: str | None = Field(
+        default=None,
+        validation_alias=_env("runpod_endpoint"),
+        description="RunPod endpoint id or base URL running `comfyfleet worker`; "
+        "the gateway forwards tasks to it.",
+    )
+    runpod_api_key: str | None = Field(
+        default=None, validation_alias=_env("runpod_api_key", "RUNPOD_API_KEY")
+    )
+    runpod_concurrency: int = Field(
+        default=4, ge=1, validation_alias=_env("runpod_concurrency"),
+        description="Tasks in flight at the RunPod endpoint at once.",
+    )
+    runpod_sync: bool = Field(
+        default=False,
+        validation_alias=_env("runpod_sync"),
+        description="Use /runsync instead of /run + /status.",
+    )
+    gateway_url: str | None = Field(
+        default=None,
+        validation_alias=_env("gateway_url"),
+        description="`comfyfleet agent`: the gateway to pull tasks from.",
+    )
+    agent_token: str | None = Field(
+        default=None,
+        validation_alias=_env("agent_token"),
+        description="`comfyfleet agent`: bearer token with role agent.",
+    )
+    agent_name: str | None = Field(
+        default=None,
+        validation_alias=_env("agent_name"),
+        description="`comfyfleet agent`: backend name (default: the ComfyUI host:port).",
+    )
     webhook_secret: str | None = Field(default=None, validation_alias=_env("webhook_secret"))
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, validation_alias=_env("webhook_max_attempts")
+    )
+    webhook_backoff: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias=_env("webhook_backoff"),
+        description="Seconds before the first webhook retry; doubles per attempt (max 10 min).",
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("webhook_timeout"))
+    database_schema: str = Field(
+        default="comfyfleet",
+        validation_alias=_env("database_schema"),
+        description="PostgreSQL schema of the queue's tables (one per gateway cluster).",
+    )
 
     # --- models and volumes ---------------------------------------------------------------
     model_roots: list[Path] = Field(default_factory=list, validation_alias=_env("model_roots"))
+    volume_bases: list[Path] = Field(
+        default_factory=lambda: [Path("/runpod-volume"), Path("/workspace")],
+        validation_alias=_env("volume_bases"),
+        description="Mount points searched for model roots (JSON list).",
+    )
     models: str | None = Field(
         default=None,
         validation_alias=_env("models", "MODELS"),
@@ -143,6 +212,7 @@ class Settings(BaseSettings):
     warmup_workflow: Path | None = Field(
         default=None, validation_alias=_env("warmup_workflow")
     )
+    warmup_timeout: float = Field(default=900.0, validation_alias=_env("warmup_timeout"))
 
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", validation_alias=_env("log_level"))

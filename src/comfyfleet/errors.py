@@ -20,12 +20,17 @@ whether a queue may ``retryable``-retry it on another backend, and structured ``
     ├── ResourceExhausted             503  memory/disk below threshold before a job
     ├── ComfyError                    502  ComfyUI misbehaved
     │   ├── ComfyUnavailable          503  ComfyUI cannot be reached (retryable)
+    │   │   └── ComfyCrashed          503  ComfyUI's process died during the job (retryable)
     │   ├── ComfyConnectionLost       502  connection lost beyond recovery (retryable)
     │   ├── ComfyRejected             422  ComfyUI's own 400 on POST /prompt
     │   ├── NodeExecutionError        500  a node raised while running (not retryable)
     │   ├── JobInterrupted            409  the prompt was interrupted (cancel)
     │   └── JobTimeout                504  deadline passed; our prompt was interrupted
     ├── StorageError                  500  artifact sink failed (retryable)
+    ├── ModelError                    500  a model file could not be provided
+    │   ├── ManifestError             400  model manifest / MODELS list is malformed
+    │   ├── ModelDownloadError        502  download failed (retryable)
+    │   └── ChecksumMismatch          502  downloaded bytes do not match sha256/size
     └── QueueError                    500  queue engine failure
 """
 
@@ -178,6 +183,12 @@ class ComfyUnavailable(ComfyError):
     retryable = True
 
 
+class ComfyCrashed(ComfyUnavailable):
+    """ComfyUI's process exited while the job was running; it is being restarted."""
+
+    code = "comfy_crashed"
+
+
 class ComfyConnectionLost(ComfyError):
     """Lost the connection to ComfyUI and could not recover it."""
 
@@ -219,6 +230,38 @@ class StorageError(ComfyFleetError):
     code = "storage_error"
     status = 500
     retryable = True
+
+
+class ModelError(ComfyFleetError):
+    """A model file could not be provided."""
+
+    code = "model_error"
+    status = 500
+
+
+class ManifestError(ModelError):
+    """The model manifest is malformed.
+
+    ``details`` name the ``source`` (file or MODELS), the entry ``index`` and the ``field``.
+    """
+
+    code = "invalid_manifest"
+    status = 400
+
+
+class ModelDownloadError(ModelError):
+    """A model download failed."""
+
+    code = "model_download_failed"
+    status = 502
+    retryable = True
+
+
+class ChecksumMismatch(ModelError):
+    """A downloaded model does not match its expected sha256 or size; it was deleted."""
+
+    code = "checksum_mismatch"
+    status = 502
 
 
 class QueueError(ComfyFleetError):

@@ -31,6 +31,18 @@ class InputImage(BaseModel):
     )
 
 
+class ModelFile(BaseModel):
+    """A model file the job needs, fetched into ComfyUI's ``folder`` before the prompt runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http(s) URL of the file")
+    folder: str = Field(description="model folder, e.g. 'loras' or 'checkpoints'")
+    filename: str | None = Field(default=None, description="name on disk; default from the URL")
+    sha256: str | None = Field(default=None, description="64 hex; verified after download")
+    size: int | None = Field(default=None, gt=0, description="bytes, when known")
+
+
 class OutputOptions(BaseModel):
     """How artifacts come back."""
 
@@ -70,6 +82,9 @@ class JobSpec(BaseModel):
         default_factory=dict, description="Passed to ComfyUI's POST /prompt extra_data."
     )
     debug: bool = Field(default=False, description="Keep inputs and outputs after the job.")
+    models: list[ModelFile] = Field(
+        default_factory=list, description="Model files to fetch (cached) before running."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JobSpec:
@@ -117,5 +132,8 @@ class JobResult(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds per stage: prepare, upload, queue, run, ..."
+    )
+    seeds: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="seeds the graph ran with: {node_id: {input: value}}"
     )
     error: dict[str, Any] | None = None

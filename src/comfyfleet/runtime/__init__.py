@@ -1,0 +1,1 @@
+"""comfyfleet around ComfyUI's process: health checks and warm-up."""
