@@ -1,0 +1,137 @@
+"""The SQLite engine's one thread. Calls queue up from the event loop; the thread runs
+whatever is waiting as one ``BEGIN IMMEDIATE`` transaction (group commit), each call inside
+its own savepoint so a failing call undoes only itself, and answers every caller after
+COMMIT. Under concurrency that turns N commits and N thread hops into one."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Call = Callable[[sqlite3.Connection | None], Any]
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Call
+    alone: bool  # runs outside any batch transaction (connect, migrations, close)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+class SqliteThread:
+    def __init__(self, name: str = "comfyfleet-sqlite", max_batch: int = 64) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.max_batch = max_batch
+        self._jobs: collections.deque[Any] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Call, *, alone: bool = False) -> asyncio.Future[Any]:
+        """Schedule ``fn(conn)``; the future resolves after its transaction committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._ready:
+            self._jobs.append(_Job(fn, alone, loop, future))
+            self._ready.notify()
+        return future
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread (blocking)."""
+        with self._ready:
+            self._jobs.append(_STOP)
+            self._ready.notify()
+        self._thread.join()
+
+    def _main(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is _STOP:
+                return
+            if batch[0].alone:
+                outcomes = [_outcome(batch[0].fn, self.conn)]
+            else:
+                outcomes = self._transaction(batch)
+            _deliver(batch, outcomes)
+
+    def _next_batch(self) -> Any:
+        with self._ready:
+            while not self._jobs:
+                self._ready.wait()
+            first = self._jobs.popleft()
+            if first is _STOP or first.alone:
+                return first if first is _STOP else [first]
+            batch = [first]
+            while self._jobs and len(batch) < self.max_batch:
+                head = self._jobs[0]
+                if head is _STOP or head.alone:
+                    break
+                batch.append(self._jobs.popleft())
+            return batch
+
+    def _transaction(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        conn = self.conn
+        if conn is None:
+            return [(False, sqlite3.ProgrammingError("not connected"))] * len(batch)
+        single = len(batch) == 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if single:
+                outcomes = [(True, batch[0].fn(conn))]
+            else:
+                outcomes = [self._savepoint(conn, job.fn) for job in batch]
+            conn.execute("COMMIT")
+        except Exception as exc:  # BEGIN or COMMIT failed, or the single call: nothing stays
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(False, exc)] * len(batch)
+        return outcomes
+
+    @staticmethod
+    def _savepoint(conn: sqlite3.Connection, fn: Call) -> tuple[bool, Any]:
+        conn.execute("SAVEPOINT call")
+        try:
+            value = fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO call")
+            conn.execute("RELEASE call")
+            return False, exc
+        conn.execute("RELEASE call")
+        return True, value
+
+
+def _outcome(fn: Call, conn: sqlite3.Connection | None) -> tuple[bool, Any]:
+    try:
+        return True, fn(conn)
+    except Exception as exc:
+        return False, exc
+
+
+def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
+    """Resolve the futures on their loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, tuple[bool, Any]]]] = {}
+    for job, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(job.loop, []).append((job, outcome))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[_Job, tuple[bool, Any]]]) -> None:
+    for job, (ok, value) in pairs:
+        if job.future.done():  # the caller gave up (cancelled)
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)

@@ -1,0 +1,150 @@
+"""In-process wake-ups. Engines fire them (SQLite after its own commits, PostgreSQL from
+LISTEN/NOTIFY), and `EventQueue` builds claim-with-wait, `wait_finished` and `watch` on them.
+
+A waiter reads a `Wakeup`'s generation *before* looking at the database and waits only while it
+is unchanged, so a fire between the look and the wait is never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from collections.abc import AsyncIterator, Collection, Iterator
+from datetime import datetime
+
+from comfyfleet.queue.base import Queue, Task
+
+
+class Wakeup:
+    """A generation counter whose changes can be awaited (must be used on the loop thread)."""
+
+    __slots__ = ("_event", "generation")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self.generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, since: int, timeout: float | None) -> bool:
+        """True once the generation differs from ``since``; False after ``timeout``."""
+        if self.generation != since:
+            return True
+        event = self._event
+        if timeout is not None and timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return self.generation != since
+        return True
+
+
+class ChangeHub:
+    """One `Wakeup` per watched task id, alive while someone watches it."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, tuple[Wakeup, int]] = {}
+
+    @contextlib.contextmanager
+    def subscribe(self, task_id: str) -> Iterator[Wakeup]:
+        wakeup, count = self._subs.get(task_id, (None, 0))
+        wakeup = wakeup or Wakeup()
+        self._subs[task_id] = (wakeup, count + 1)
+        try:
+            yield wakeup
+        finally:
+            wakeup, count = self._subs[task_id]
+            if count == 1:
+                del self._subs[task_id]
+            else:
+                self._subs[task_id] = (wakeup, count - 1)
+
+    def fire(self, task_id: str) -> None:
+        entry = self._subs.get(task_id)
+        if entry:
+            entry[0].fire()
+
+    def fire_all(self) -> None:
+        """After a lost connection: anything may have changed."""
+        for wakeup, _ in builtins.list(self._subs.values()):
+            wakeup.fire()
+
+
+class EventQueue(Queue):
+    """The waiting half of the contract, shared by the engines."""
+
+    def __init__(self) -> None:
+        self._work = Wakeup()
+        self._changes = ChangeHub()
+
+    # engines implement these two -----------------------------------------------------------
+    async def _claim_once(
+        self,
+        owner: str,
+        lease_seconds: float,
+        backend: str | None,
+        targets: Collection[str] | None,
+    ) -> Task | None:
+        raise NotImplementedError
+
+    async def _next_run_at(self, targets: Collection[str] | None) -> datetime | None:
+        """Earliest future ``run_at`` of a queued task this claimer could take."""
+        raise NotImplementedError
+
+    async def _watching(self, task_id: str) -> None:
+        """Someone is about to wait for changes of this task (before its first look)."""
+
+    # ------------------------------------------------------------------------------------------
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        *,
+        backend: str | None = None,
+        targets: Collection[str] | None = None,
+        wait: float = 0.0,
+    ) -> Task | None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        while True:
+            seen = self._work.generation
+            task = await self._claim_once(owner, lease_seconds, backend, targets)
+            remaining = give_up - loop.time()
+            if task is not None or remaining <= 0:
+                return task
+            next_run = await self._next_run_at(targets)
+            if next_run is not None:
+                due_in = (next_run - self.clock()).total_seconds()
+                remaining = min(remaining, max(due_in, 0.001))
+            await self._work.wait(seen, remaining)
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        return await self._work.wait(self._work.generation, timeout)
+
+    async def wait_finished(self, task_id: str, timeout: float) -> Task:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        with self._changes.subscribe(task_id) as changed:
+            await self._watching(task_id)
+            while True:
+                seen = changed.generation
+                task = await self.get(task_id)
+                remaining = give_up - loop.time()
+                if task.finished or remaining <= 0:
+                    return task
+                await changed.wait(seen, remaining)
+
+    async def watch(self, task_id: str, *, idle: float | None = None) -> AsyncIterator[Task]:
+        with self._changes.subscribe(task_id) as changed:
+            await self._watching(task_id)
+            while True:
+                seen = changed.generation
+                task = await self.get(task_id)
+                yield task
+                if task.finished:
+                    return
+                await changed.wait(seen, idle)
