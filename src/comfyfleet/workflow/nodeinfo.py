@@ -113,12 +113,26 @@ def is_output_class(info: Mapping[str, Any] | None) -> bool:
     return bool(info and info.get("output_node"))
 
 
+_LINK_TYPES_CACHE: dict[int, tuple[ObjectInfo, frozenset[str]]] = {}
+
+
 def link_types(object_info: ObjectInfo) -> frozenset[str]:
-    """Every type some class outputs: an input of such a type must be linked, not a literal."""
+    """Every type some class outputs: an input of such a type must be linked, not a literal.
+
+    Scanning all classes costs milliseconds, and a client reuses one object_info for every job,
+    so the answer is kept per object_info instance (treat object_info as immutable).
+    """
+    hit = _LINK_TYPES_CACHE.get(id(object_info))
+    if hit is not None and hit[0] is object_info:
+        return hit[1]
     found: set[str] = set()
     for info in object_info.values():
         found.update(t for t in output_types(info) if isinstance(t, str))
-    return frozenset(found - WIDGET_TYPES - {"*"})
+    result = frozenset(found - WIDGET_TYPES - {"*"})
+    if len(_LINK_TYPES_CACHE) >= 8:
+        _LINK_TYPES_CACHE.clear()
+    _LINK_TYPES_CACHE[id(object_info)] = (object_info, result)
+    return result
 
 
 def is_link(value: Any) -> bool:

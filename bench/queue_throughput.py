@@ -5,7 +5,7 @@ through its job manager: defer, fetch_job, finish_job) at a shallow and a deep q
 the rates are flat in queue depth. Each engine gets fresh storage (a temp file, or its own
 schema, dropped afterwards); the deep queue is bulk-loaded with SQL, then VACUUM ANALYZEd.
 
-    python bench/queue.py [--n-queued 100000] [--small 1000] [--ops 3000] [--rounds 3]
+    python bench/queue_throughput.py [--n-queued 100000] [--small 1000] [--ops 3000] [--rounds 3]
                           [--concurrency 8] [--engines sqlite,postgres,procrastinate]
 """
 
