@@ -18,6 +18,7 @@ app = typer.Typer(
 
 # Modules that define ``register(app)``; each adds its commands.
 COMMAND_MODULES: list[str] = [
+    "comfyfleet.worker.commands",
     "comfyfleet.client.commands",
     "comfyfleet.models.commands",
     "comfyfleet.runtime.commands",
