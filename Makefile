@@ -12,12 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
-.PHONY: setup serve test bench
+.PHONY: setup serve test browser
 setup: $(STAMP)
+
+# The dashboard's tests drive a real headless Chromium (Debian's package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 serve: $(STAMP)
 	$(BIN)/comfyfleet serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)

@@ -15,7 +15,9 @@ Three measurements, each against the ComfyUI test server in its own process:
    under 64 MB whatever the size.
 3. **Start-up overhead.** Launch → ComfyUI answering ``/system_stats`` when ``comfyfleet worker``
    launches it from COMFYUI_DIR, minus the same for ``python main.py`` started directly (both
-   polled every 2 ms); and when the worker's own API answers. Target: under 0.5 s.
+   polled every 2 ms); and when the worker's own API answers. Target: under 0.5 s. Also what
+   the worker imports before it launches ComfyUI (``-X importtime`` lines printed before its
+   "ComfyUI launched" log line).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -288,6 +291,36 @@ def supervised(comfy_dir: Path) -> float:
         sup.stop()
 
 
+def imports_before_launch(comfy_dir: Path) -> tuple[float, int]:
+    """Seconds of (top-level) imports, and modules, before the worker launched ComfyUI."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "COMFYUI_DIR": str(comfy_dir),
+        "COMFYUI_URL": f"http://127.0.0.1:{port}",
+        "COMFYUI_ARGS": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", str(VENV_BIN / "comfyfleet"), "worker", "--local",
+         "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        if 'msg="ComfyUI launched"' in line:
+            break
+        lines.append(line)
+    proc.terminate()
+    proc.communicate(timeout=20)
+    row = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)")
+    rows = [m.groups() for ln in lines if (m := row.match(ln))]
+    return sum(int(us) for us, indent, _ in rows if not indent) / 1e6, len(rows)
+
+
 def startup(tmp: Path, starts: int) -> None:
     comfy_dir = fake_comfy_dir(tmp)
     direct, sup, via, api = [], [], [], []
@@ -320,7 +353,11 @@ def startup(tmp: Path, starts: int) -> None:
         finally:
             worker.stop()
     d, s, v, a = (statistics.median(x) for x in (direct, sup, via, api))
+    before = [imports_before_launch(comfy_dir) for _ in range(starts)]
+    imported = statistics.median(seconds for seconds, _ in before)
     print(f"\n[3] start-up, median of {starts} (s)")
+    print(f"imports before ComfyUI is launched            {imported:7.3f}   "
+          f"({before[0][1]} modules, -X importtime)")
     print(f"ComfyUI alone: launch -> /system_stats        {d:7.3f}")
     print(f"Supervisor: start() -> ready                  {s:7.3f}   overhead {s - d:+.3f}")
     print(f"comfyfleet worker: launch -> ComfyUI answers  {v:7.3f}   overhead {v - d:+.3f}")

@@ -2,10 +2,40 @@
 
 One pipeline (`comfyfleet.execute.execute`) serves every face: the RunPod worker, the gateway's
 agents and the CLI. The public data model lives in `comfyfleet.jobs`.
+
+The names below are imported on first use (module ``__getattr__``): importing any submodule
+runs this file first, and ``comfyfleet worker`` must launch ComfyUI before pydantic is loaded.
 """
 
-from comfyfleet.errors import ComfyFleetError
-from comfyfleet.jobs import Artifact, JobResult, JobSpec, Progress
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from comfyfleet.errors import ComfyFleetError
+    from comfyfleet.jobs import Artifact, JobResult, JobSpec, Progress
 
 __version__ = "0.1.0"
 __all__ = ["Artifact", "ComfyFleetError", "JobResult", "JobSpec", "Progress", "__version__"]
+
+_EXPORTS = {
+    "ComfyFleetError": "comfyfleet.errors",
+    "Artifact": "comfyfleet.jobs",
+    "JobResult": "comfyfleet.jobs",
+    "JobSpec": "comfyfleet.jobs",
+    "Progress": "comfyfleet.jobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

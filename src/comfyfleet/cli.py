@@ -1,20 +1,26 @@
 """The `comfyfleet` command. Each face registers its own sub-commands from a small module that
-imports its heavy dependencies only when a command runs, so `comfyfleet --help` stays fast."""
+imports its heavy dependencies only when a command runs, so `comfyfleet --help` stays fast.
+
+``comfyfleet <command> ...`` registers only the module that defines that command
+(`COMMAND_OWNERS`), so one command does not pay for every face's imports; ``--help`` and
+unlisted names build the whole app. ``comfyfleet worker`` goes further: ComfyUI's process is
+started before typer is even imported (`comfyfleet.worker.launch`), so it boots while the
+command line parser and the rest of the worker load.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-
-import typer
+import sys
+from typing import TYPE_CHECKING
 
 from comfyfleet import __version__
 
-app = typer.Typer(
-    name="comfyfleet",
-    help="Run ComfyUI workflows in production: gateway, RunPod worker, CLI and runtime.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    import typer
+
+HELP = "Run ComfyUI workflows in production: gateway, RunPod worker, CLI and runtime."
 
 # Modules that define ``register(app)``; each adds its commands.
 COMMAND_MODULES: list[str] = [
@@ -24,26 +30,55 @@ COMMAND_MODULES: list[str] = [
     "comfyfleet.runtime.commands",
 ]
 
+# Command name -> the module in COMMAND_MODULES that registers it (a shortcut; a command missing
+# here still works, through the whole app).
+COMMAND_OWNERS: dict[str, str] = {
+    "worker": "comfyfleet.worker.commands",
+    "run": "comfyfleet.client.commands",
+    "paths": "comfyfleet.models.commands",
+    "models": "comfyfleet.models.commands",
+    "health": "comfyfleet.runtime.commands",
+}
 
-@app.callback()
+
 def _root() -> None:
     """Run ComfyUI workflows in production: gateway, RunPod worker, CLI and runtime."""
 
 
-@app.command()
 def version() -> None:
     """Print comfyfleet's version."""
-    typer.echo(__version__)
+    print(__version__)
 
 
-def build_app() -> typer.Typer:
-    for name in COMMAND_MODULES:
+def build_app(only: str | None = None) -> typer.Typer:
+    """A new app with every command, or only with ``only`` when `COMMAND_OWNERS` knows it."""
+    import typer
+
+    app = typer.Typer(
+        name="comfyfleet", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False
+    )
+    app.callback()(_root)
+    app.command()(version)
+    owner = COMMAND_OWNERS.get(only or "")
+    for name in [owner] if owner in COMMAND_MODULES else COMMAND_MODULES:
         importlib.import_module(name).register(app)
     return app
 
 
 def main() -> None:
-    build_app()()
+    only = sys.argv[1] if len(sys.argv) > 1 else None
+    if only == "worker" and not {"--help", "-h"} & set(sys.argv[2:]):
+        _launch_comfy()
+    build_app(only=only)()
+
+
+def _launch_comfy() -> None:
+    """Start ComfyUI now; the worker command picks the running process up. A bad setting
+    (ValueError, nothing started) is reported by the command, through `Settings`."""
+    from comfyfleet.worker import launch
+
+    with contextlib.suppress(ValueError):
+        launch.launch()
 
 
 if __name__ == "__main__":

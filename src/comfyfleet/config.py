@@ -209,6 +209,12 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(
         default=50 * 2**30, validation_alias=_env("model_cache_bytes")
     )
+    model_cache_root: Path | None = Field(
+        default=None,
+        validation_alias=_env("model_cache_root"),
+        description="Worker: model root for the files a job asks for (default: the first "
+        "model root found, else COMFYUI_DIR/models).",
+    )
     warmup_workflow: Path | None = Field(
         default=None, validation_alias=_env("warmup_workflow")
     )

@@ -255,6 +255,52 @@ async def test_animated_outputs(server, session):
     await ws.close()
 
 
+async def test_single_frame_animation_is_not_marked_animated(server, session):
+    """ComfyUI 0.8.0's SaveAnimatedWEBP/PNG are V3 nodes (object_info: module
+    ``comfy_extras.nodes_images``, ``output_matchtypes``), answering through
+    ``comfy_api.latest._ui.SavedImages(..., is_animated=len(images) > 1)``, whose ``as_dict``
+    adds ``"animated": (True,)`` only when animated: one frame has no ``animated`` key at all.
+    (The ``[false]`` some clients expect is what the pre-V3 nodes returned.)"""
+    ws = await WsRecorder(session, server.ws_url).connect("t")
+    size = {"width": 8, "height": 8, "batch_size": 1, "color": 0}
+    one = {"class_type": "EmptyImage", "inputs": size}
+    entry, _ = await run(
+        session,
+        server,
+        ws,
+        {
+            "1": one,
+            "2": {
+                "class_type": "SaveAnimatedWEBP",
+                "inputs": {
+                    "images": ["1", 0],
+                    "filename_prefix": "single",
+                    "fps": 6.0,
+                    "lossless": True,
+                    "quality": 80,
+                    "method": "default",
+                },
+            },
+            "3": {
+                "class_type": "SaveAnimatedPNG",
+                "inputs": {
+                    "images": ["1", 0],
+                    "filename_prefix": "single_apng",
+                    "fps": 6.0,
+                    "compress_level": 4,
+                },
+            },
+        },
+    )
+    assert entry["outputs"]["2"] == {
+        "images": [{"filename": "single_00001_.webp", "subfolder": "", "type": "output"}]
+    }
+    assert entry["outputs"]["3"] == {
+        "images": [{"filename": "single_apng_00001_.png", "subfolder": "", "type": "output"}]
+    }
+    await ws.close()
+
+
 async def test_unimplemented_class_fails_when_executed(server, session):
     server.add_model("checkpoints", "model.safetensors")
     async with session.get(server.url + "/models/checkpoints") as resp:

@@ -219,7 +219,7 @@ def test_log_lines_carry_the_job_id(capsys, restore_logging):
 # --- extra_model_paths.yaml ------------------------------------------------------------------
 def test_model_paths_go_to_comfy_dir_unless_a_hand_written_file_is_there(tmp_path: Path):
     from comfyfleet.config import Settings
-    from comfyfleet.worker.commands import write_model_paths
+    from comfyfleet.worker.launch import write_model_paths
 
     volume = tmp_path / "volume" / "models"
     (volume / "loras").mkdir(parents=True)

@@ -181,7 +181,7 @@ def test_seed_001_video_request(worker, proxy):
             }
         )
     )
-    (video,) = out["images"] + out["videos"]  # one frame: ComfyUI says animated=false
+    (video,) = out["images"] + out["videos"]  # one frame: ComfyUI 0.8.0 omits "animated"
     assert video["filename"].startswith("surfing-cat_") and video["filename"].endswith(".webp")
     assert decode(video).size == (24, 12)
     sent = sent_extra_data(proxy, out["comfyfleet"]["prompt_id"])

@@ -161,6 +161,53 @@ class ProgressReceiver:
         return [body for jid, body in self.posts if jid == job_id]
 
 
+class FileServer:
+    """Model files over HTTP, as a CDN would serve them; counts GETs per path. While ``gate`` is
+    closed, GETs wait for it to open (so a test can hold a download in flight)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+        from collections import Counter
+
+        from aiohttp import web
+
+        self.files: dict[str, bytes] = {}
+        self.gets: Counter[str] = Counter()
+        self.gate = threading.Event()
+        self.gate.set()
+
+        async def serve(request: web.Request) -> web.Response:
+            body = self.files.get(request.path)
+            if body is None:
+                return web.Response(status=404)
+            if request.method == "GET":
+                self.gets[request.path] += 1
+                await asyncio.to_thread(self.gate.wait, 60)
+            return web.Response(body=body, content_type="application/octet-stream")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", serve)
+        self.server = ThreadedApp(app)
+        self.url = self.server.url
+
+    def add(self, path: str, body: bytes) -> str:
+        self.files[path] = body
+        return self.url + path
+
+
+def wait_until(check, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``check()`` until it returns something truthy (returned); fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
 # --- the worker under test: `comfyfleet worker --local` as a real process --------------------
 class WorkerProcess:
     """``comfyfleet worker --local --port N``: talk to it through the runpod SDK's local API."""

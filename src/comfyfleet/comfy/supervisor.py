@@ -6,11 +6,13 @@ seconds and a sleep is either too long or too short), then waits on the process.
 unasked, every job guarded by `Supervisor.guard` is cancelled and fails with `ComfyCrashed`
 naming the exit code, and the process is launched again. Start-up failures back off and, after
 a few in a row, the supervisor gives up so jobs fail fast instead of waiting out a timeout.
+
+`comfyfleet worker` imports this module before anything else to launch ComfyUI, so what is only
+needed after the launch (asyncio, urllib) is imported where it is used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -21,18 +23,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import psutil
 
 from comfyfleet.errors import ComfyCrashed, ComfyError, ComfyUnavailable
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 comfy_log = logging.getLogger("comfyfleet.comfyui")
@@ -246,6 +249,9 @@ class Supervisor:
 
     def probe(self, timeout: float = 1.0) -> bool:
         """True if ComfyUI answers ``GET /system_stats`` with 200 right now."""
+        import urllib.error
+        import urllib.request
+
         try:
             with urllib.request.urlopen(f"{self.url}/system_stats", timeout=timeout) as resp:
                 return resp.status == 200
@@ -285,6 +291,8 @@ class Supervisor:
         )
 
     async def wait_ready(self, timeout: float | None = None) -> None:
+        import asyncio
+
         if self.state == "ready":
             return
         await asyncio.to_thread(self.wait_ready_blocking, timeout)
@@ -302,6 +310,8 @@ class Supervisor:
 
     async def guard(self, work: Awaitable[T], *, job_id: str | None = None) -> T:
         """Run ``work``; if ComfyUI dies meanwhile, cancel it and raise `ComfyCrashed`."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         died: asyncio.Future[Exit] = loop.create_future()
         generation = self.generation

@@ -3,7 +3,9 @@
 Their answers are wrapped the way that worker's callers read them: ``{"success": true, ...}``,
 or ``{"success": false, "error": "..."}`` — the ``error`` key also marks the RunPod job failed.
 ``swarm_api`` is a pass-through: the method, path and JSON payload go to SwarmUI unchanged and
-its answer comes back unchanged, so new SwarmUI features need no worker change.
+its answer comes back unchanged, so new SwarmUI features need no worker change. With a warm-up
+workflow configured, ``ready`` answers not-ready ("warming up") until it has run, then ready
+with its outcome under ``warmup`` — a failed warm-up is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import aiohttp
 
 from comfyfleet.comfy.supervisor import Supervisor
 from comfyfleet.config import Settings
+from comfyfleet.runtime.warmup import WarmupState
 from comfyfleet.worker import resources
 from comfyfleet.worker.formats import Action, Health, KeepAlive, Ready, Shutdown, SwarmApi
 
@@ -29,6 +32,7 @@ class Context:
     settings: Settings
     supervisor: Supervisor | None
     scratch_dirs: list[Path]
+    warmup: WarmupState | None = None
 
 
 async def run(action: Action, ctx: Context) -> dict[str, Any]:
@@ -78,6 +82,8 @@ async def health(ctx: Context) -> dict[str, Any]:
     res = resources.measure(ctx.scratch_dirs).as_dict()
     out: dict[str, Any] = {"success": True, "healthy": comfy["reachable"], "comfy": comfy}
     out["resources"] = res
+    if ctx.warmup is not None:
+        out["warmup"] = ctx.warmup.to_dict()
     if ctx.settings.swarm_url:
         try:
             await _swarm_call(ctx.settings.swarm_url, "GET", "/", None, 5.0, raw=True)
@@ -89,11 +95,23 @@ async def health(ctx: Context) -> dict[str, Any]:
 
 
 async def ready(ctx: Context) -> dict[str, Any]:
-    """ComfyUI answers, and (when SwarmUI is configured) a new SwarmUI session is open."""
+    """ComfyUI answers, its warm-up (if any) is over, and (when SwarmUI is configured) a new
+    SwarmUI session is open."""
     comfy = await comfy_status(ctx)
     if not comfy["reachable"]:
         return _fail(f"ComfyUI is not ready: {comfy.get('error')}", ready=False, comfy=comfy)
-    out: dict[str, Any] = {"success": True, "ready": True, "comfy": comfy}
+    warm = ctx.warmup
+    if warm is not None and warm.status in ("pending", "warming"):
+        return _fail(
+            "ComfyUI is warming up: the warm-up workflow is still running",
+            ready=False,
+            status="warming",
+            warmup=warm.to_dict(),
+            comfy=comfy,
+        )
+    out: dict[str, Any] = {"success": True, "ready": True, "status": "ready", "comfy": comfy}
+    if warm is not None:
+        out["warmup"] = warm.to_dict()
     if ctx.settings.swarm_url:
         try:
             session = await _swarm_call(

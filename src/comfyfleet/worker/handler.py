@@ -2,9 +2,10 @@
 
 Everything a job needs beyond the shared pipeline lives next door: request shapes in
 `formats`, seed 000's actions in `actions`, memory/disk checks in `resources`, output shape in
-`response`, throttled progress in `progress`. `execute` itself removes (zero-overwritten with
-``wipe_zero_fill``) the job's inputs and outputs unless ``debug``. Nothing here raises to the
-SDK: every failure comes back as ``{"error": ...}`` so one bad job never takes the worker down.
+`response`, throttled progress in `progress`, the files a job asks for in `models`. `execute`
+itself removes (zero-overwritten with ``wipe_zero_fill``) the job's inputs and outputs unless
+``debug``. Nothing here raises to the SDK: every failure comes back as ``{"error": ...}`` so one
+bad job never takes the worker down.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from comfyfleet.errors import ComfyFleetError, ResourceExhausted
 from comfyfleet.execute import execute
 from comfyfleet.jobs import JobSpec, new_id
 from comfyfleet.outputs.sink import Sink
+from comfyfleet.runtime.warmup import WarmupState
 from comfyfleet.worker import actions, formats, resources, response
 from comfyfleet.worker.logs import job_context
+from comfyfleet.worker.models import JobModels
 from comfyfleet.worker.progress import Reporter, Send
 from comfyfleet.workflow import job_folder
 
@@ -33,14 +36,20 @@ class Worker:
     """One per process; ``handle`` is what `runpod.serverless.start` calls for each job."""
 
     def __init__(
-        self, settings: Settings, supervisor: Supervisor | None, send_progress: Send
+        self,
+        settings: Settings,
+        supervisor: Supervisor | None,
+        send_progress: Send,
+        *,
+        warmup: WarmupState | None = None,
     ) -> None:
         self.settings = settings
         self.supervisor = supervisor
         self.send_progress = send_progress
+        self.models = JobModels(settings)
         self._s3: Any = None
         self._clients: dict[tuple[int, int], Client] = {}
-        self.context = actions.Context(settings, supervisor, self.scratch_dirs())
+        self.context = actions.Context(settings, supervisor, self.scratch_dirs(), warmup)
 
     def scratch_dirs(self) -> list[Path]:
         dirs = [self.settings.comfy_input_dir, self.settings.comfy_output_dir]
@@ -69,24 +78,29 @@ class Worker:
         self._check_resources("before")
         if s.comfy_org_api_key and formats.API_KEY_FIELD not in spec.extra_data:
             spec.extra_data[formats.API_KEY_FIELD] = s.comfy_org_api_key
-        if self.supervisor is not None:
-            await self.supervisor.wait_ready()
-        reporter = Reporter(job, self.send_progress)
-        log.info("job started", extra={"template": spec.template, "images": len(spec.images)})
-        work = execute(
-            spec,
-            self._client(),
-            self._sink(spec),
-            reporter,
-            templates_dir=s.templates_dir,
-            input_dir=s.comfy_input_dir,
-            output_dir=s.comfy_output_dir,
-            settings=s,
-        )
-        if self.supervisor is not None:
-            result = await self.supervisor.guard(work, job_id=spec.id)
-        else:
-            result = await work
+        async with self.models.provide(spec) as model_paths:  # downloads need no ComfyUI
+            if self.supervisor is not None:
+                await self.supervisor.wait_ready()
+            client = self._client()
+            await self.models.refresh_catalogue(client, model_paths)
+            reporter = Reporter(job, self.send_progress)
+            log.info(
+                "job started", extra={"template": spec.template, "images": len(spec.images)}
+            )
+            work = execute(
+                spec,
+                client,
+                self._sink(spec),
+                reporter,
+                templates_dir=s.templates_dir,
+                input_dir=s.comfy_input_dir,
+                output_dir=s.comfy_output_dir,
+                settings=s,
+            )
+            if self.supervisor is not None:
+                result = await self.supervisor.guard(work, job_id=spec.id)
+            else:
+                result = await work
         log.info(
             "job finished",
             extra={
