@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
     "comfyfleet.client.commands",
     "comfyfleet.models.commands",
     "comfyfleet.runtime.commands",
+    "comfyfleet.fleet.commands",
+    "comfyfleet.gateway.commands",
 ]
 
 # Command name -> the module in COMMAND_MODULES that registers it (a shortcut; a command missing
@@ -38,6 +40,8 @@ COMMAND_OWNERS: dict[str, str] = {
     "paths": "comfyfleet.models.commands",
     "models": "comfyfleet.models.commands",
     "health": "comfyfleet.runtime.commands",
+    "agent": "comfyfleet.fleet.commands",
+    "serve": "comfyfleet.gateway.commands",
 }
 
 

@@ -1,0 +1,385 @@
+"""The agent loop every executor shares: wait until the backend may claim, claim (waiting for
+work event-driven), run the task while heartbeating, then complete or fail it.
+
+Where tasks come from (`TaskSource`: the queue in-process, or the gateway over HTTP) and what
+runs them (`Runner`: a ComfyUI via `execute`, or a RunPod endpoint) are plugged in, so local,
+remote and RunPod agents share one set of failure semantics:
+
+- retryable errors (`ComfyFleetError.retryable`, or anything unexpected) go back to the queue
+  with backoff; if the fault was the backend's, the backend turns unhealthy for at least that
+  backoff, so the retry lands on another idle backend first;
+- non-retryable errors fail the task at once with the precise error;
+- the deadline, a cancel request and a lost lease each cancel the running attempt (which
+  interrupts exactly our prompt); a lost lease reports nothing, someone else owns the task now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from comfyfleet.errors import (
+    ComfyError,
+    ComfyFleetError,
+    Conflict,
+    InvalidRequest,
+    JobInterrupted,
+    JobTimeout,
+    ResourceExhausted,
+)
+from comfyfleet.fleet.backend import Backend, Backoff, claim_while_claimable
+from comfyfleet.fleet.turn import Handover, Turn
+from comfyfleet.jobs import JobResult, JobSpec, Progress
+
+log = logging.getLogger(__name__)
+
+# Seconds past the deadline before the agent stops waiting for `execute` to time out itself.
+DEADLINE_GRACE = 5.0
+# Progress makes the agent heartbeat sooner, but never more often than this.
+MIN_HEARTBEAT_INTERVAL = 1.0
+# How long a stopping agent waits for its interrupted prompt to wind down.
+STOP_GRACE = 10.0
+
+
+@dataclass(slots=True)
+class Lease:
+    """A claimed task, as an agent sees it."""
+
+    task_id: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    deadline: float  # event-loop time by which this attempt must end
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A heartbeat's answer."""
+
+    lease_lost: bool = False
+    cancel_requested: bool = False
+
+
+class TaskSource(Protocol):
+    """Where an agent gets tasks and reports on them."""
+
+    lease_seconds: float
+
+    async def claim(self, wait: float) -> Lease | None: ...
+
+    async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict: ...
+
+    async def complete(self, lease: Lease, result: dict[str, Any]) -> None: ...
+
+    async def fail(
+        self, lease: Lease, error: dict[str, Any], *, retryable: bool, backoff: float
+    ) -> None: ...
+
+    def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
+        """Every progress step, as it happens (the in-process events bus)."""
+
+
+class Runner(Protocol):
+    """Runs one task's JobSpec somewhere and returns its result."""
+
+    async def run(
+        self,
+        lease: Lease,
+        spec: JobSpec,
+        on_progress: Callable[[Progress], None],
+        turn: Turn,
+    ) -> JobResult:
+        """A runner whose backend can take the next task before this one has delivered its
+        outputs says so through ``turn`` (see `comfyfleet.fleet.turn`); others ignore it."""
+
+
+def spec_from_payload(payload: dict[str, Any]) -> JobSpec:
+    """The JobSpec a task carries: ``payload["spec"]`` (gateway tasks) or the payload itself."""
+    data = payload.get("spec", payload) if isinstance(payload, dict) else payload
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(f"task payload is not a valid JobSpec: {exc}") from exc
+
+
+def is_backend_fault(error: BaseException) -> bool:
+    """Errors that say the backend (not the task, not the gateway) is in trouble."""
+    if isinstance(error, ComfyFleetError):
+        return error.retryable and isinstance(error, ComfyError | ResourceExhausted)
+    return True
+
+
+def error_body(error: BaseException, backend: str) -> dict[str, Any]:
+    """The task's stored error: the precise ComfyFleetError body plus where it happened."""
+    if isinstance(error, ComfyFleetError):
+        body = error.to_dict()
+    else:
+        body = {"code": "internal_error", "message": f"{type(error).__name__}: {error}"}
+    body["backend"] = backend
+    return body
+
+
+class Agent:
+    """Claims and runs tasks for one backend, ``backend.capacity`` at a time."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        source: TaskSource,
+        runner: Runner,
+        *,
+        retry_backoff: Backoff | None = None,
+        claim_wait: float = 30.0,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        self.backend = backend
+        self.source = source
+        self.runner = runner
+        self.retry_backoff = retry_backoff or Backoff(initial=1.0, maximum=60.0)
+        self.claim_wait = claim_wait
+        self._heartbeat_interval = heartbeat_interval
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._slots: list[asyncio.Task[None]] = []
+        self._jobs: dict[str, asyncio.Task[None]] = {}  # by task id: running or delivering
+        self._handover = Handover()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        for index in range(self.backend.capacity):
+            name = f"agent:{self.backend.name}:{index}"
+            self._slots.append(asyncio.create_task(self._slot(), name=name))
+
+    async def stop(self) -> None:
+        """Stop claiming; let tasks that are only delivering outputs finish (for a while),
+        interrupt running prompts and hand those tasks back to the queue."""
+        self.backend.stop()
+        for slot in self._slots:
+            slot.cancel()
+        delivering = [job for t, job in self._jobs.items() if t in self.backend.delivering]
+        if delivering:
+            await asyncio.wait(delivering, timeout=STOP_GRACE)
+        pending = [*self._slots, *self._jobs.values()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._slots.clear()
+
+    def cancel(self, task_id: str) -> bool:
+        """Interrupt a task this agent runs now; True if it runs here."""
+        event = self._cancel.get(task_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    @property
+    def running(self) -> set[str]:
+        return set(self._cancel)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """A third of the lease (the source may learn the lease only when it claims)."""
+        return self._heartbeat_interval or max(self.source.lease_seconds / 3, 0.05)
+
+    # --- loop ---------------------------------------------------------------------------------
+    async def _slot(self) -> None:
+        """Claim, start the task, and claim again once the backend is free: when the task has
+        ended, or as soon as its prompt is done on ComfyUI (the runner's `Turn`), so
+        delivering its outputs and reporting overlap the next prompt."""
+        while await self.backend.wait_ready():
+            lease = await self._claim()
+            if lease is None:
+                continue
+            freed = asyncio.Event()
+            job = asyncio.create_task(self.run_one(lease, freed), name=f"task:{lease.task_id}")
+            self._jobs[lease.task_id] = job
+            job.add_done_callback(lambda _, task_id=lease.task_id: self._jobs.pop(task_id, None))
+            await freed.wait()
+
+    async def _claim(self) -> Lease | None:
+        try:
+            if self._handover.pending:
+                # A finished task waits for our next submission: if nothing is claimable
+                # right now, say so at once instead of letting it wait out the handoff.
+                lease = await claim_while_claimable(self.backend, self.source.claim(0.0))
+                if lease is not None:
+                    return lease
+                self._handover.done()
+            return await claim_while_claimable(self.backend, self.source.claim(self.claim_wait))
+        except Exception:
+            log.exception("claim on %s failed", self.backend.name)
+            self.backend.mark_unhealthy("claim failed")
+            return None
+
+    async def run_one(self, lease: Lease, freed: asyncio.Event | None = None) -> None:
+        """Run a claimed task to its end and report it; ``freed`` is set once the backend no
+        longer needs to be held for it. Never raises (but CancelledError)."""
+        backend = self.backend
+        freed = freed or asyncio.Event()
+        backend.started(lease.task_id)
+        cancel = self._cancel[lease.task_id] = asyncio.Event()
+        turn = Turn(backend, lease.task_id, freed, self._handover)
+        ok = False
+        try:
+            ok = await self._run(lease, cancel, turn)
+        finally:
+            del self._cancel[lease.task_id]
+            backend.finished(lease.task_id, ok=ok)
+            freed.set()
+            turn.prompt_submitted()  # ended before (or without) a prompt: stop any hold
+
+    async def _run(self, lease: Lease, cancel: asyncio.Event, turn: Turn) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            spec = spec_from_payload(lease.payload)
+        except InvalidRequest as exc:
+            await self._report_failure(lease, exc)
+            return False
+        remaining = max(lease.deadline - loop.time(), 0.001)
+        if spec.timeout is None or spec.timeout > remaining:
+            spec = spec.model_copy(update={"timeout": remaining})
+
+        latest: dict[str, Any] = {}
+        nudge = asyncio.Event()
+
+        def on_progress(progress: Progress) -> None:
+            data = progress.model_dump(mode="json", exclude_none=True)
+            latest.clear()
+            latest.update(data)
+            nudge.set()
+            self.source.progress(lease, data)
+
+        attempt = asyncio.create_task(self.runner.run(lease, spec, on_progress, turn))
+        try:
+            reason = await self._supervise(lease, attempt, cancel, nudge, latest)
+        except asyncio.CancelledError:
+            await self._abandon(lease, attempt)
+            raise
+        try:
+            result = await attempt
+        except asyncio.CancelledError:
+            if reason is None:  # we ourselves are being cancelled (stop)
+                await self._abandon(lease, attempt)
+                raise
+            result = None
+        except Exception as exc:
+            if reason == "lease_lost":
+                return False
+            error: BaseException = exc
+            if reason == "cancelled" and not isinstance(exc, JobInterrupted):
+                error = JobInterrupted("cancelled by request")
+            await self._report_failure(lease, error)
+            return False
+        if reason == "lease_lost":
+            log.warning("task %s: lease lost on %s; dropped", lease.task_id, self.backend.name)
+            return False
+        if reason == "cancelled":
+            await self._report_failure(lease, JobInterrupted("cancelled by request"))
+            return False
+        if reason == "timeout" or result is None:
+            await self._report_failure(lease, JobTimeout(timeout=spec.timeout))
+            return False
+        await self._report(self.source.complete(lease, result.model_dump(mode="json")), lease)
+        return True
+
+    async def _supervise(
+        self,
+        lease: Lease,
+        attempt: asyncio.Task[JobResult],
+        cancel: asyncio.Event,
+        nudge: asyncio.Event,
+        latest: dict[str, Any],
+    ) -> str | None:
+        """Heartbeat until the attempt ends; cancel it (and say why) on a cancel request, a
+        lost lease or the deadline."""
+        loop = asyncio.get_running_loop()
+        last_beat = last_ok = loop.time()
+        reason: str | None = None
+        while not attempt.done():
+            now = loop.time()
+            due = last_beat + self.heartbeat_interval
+            if nudge.is_set():
+                due = min(due, last_beat + MIN_HEARTBEAT_INTERVAL)
+            until = min(due, lease.deadline + DEADLINE_GRACE) - now
+            waiters = {attempt, asyncio.ensure_future(cancel.wait())}
+            if not nudge.is_set():
+                waiters.add(asyncio.ensure_future(nudge.wait()))
+            await asyncio.wait(waiters, timeout=max(until, 0), return_when="FIRST_COMPLETED")
+            for waiter in waiters - {attempt}:
+                waiter.cancel()
+            if attempt.done():
+                break
+            now = loop.time()
+            if cancel.is_set():
+                reason = "cancelled"
+            elif now >= lease.deadline + DEADLINE_GRACE:
+                reason = "timeout"
+            elif now >= due:
+                last_beat = now
+                nudge.clear()
+                try:
+                    verdict = await self.source.heartbeat(lease, dict(latest) or None)
+                except Exception as exc:
+                    log.warning("task %s: heartbeat failed: %r", lease.task_id, exc)
+                    if now - last_ok > self.source.lease_seconds:
+                        verdict = Verdict(lease_lost=True)
+                    else:
+                        continue
+                else:
+                    last_ok = now
+                if verdict.lease_lost:
+                    reason = "lease_lost"
+                elif verdict.cancel_requested:
+                    reason = "cancelled"
+            if reason is not None:
+                attempt.cancel()
+                break
+        return reason
+
+    async def _abandon(self, lease: Lease, attempt: asyncio.Task[JobResult]) -> None:
+        """The agent is stopping mid-task: interrupt our prompt, hand the task straight back
+        to the queue (no backoff) so another backend or replica takes it now instead of after
+        the lease. Shielded: this runs while the agent's own task is being cancelled."""
+
+        async def hand_back() -> None:
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(attempt, STOP_GRACE)
+            error = {
+                "code": "agent_stopped",
+                "message": "the agent stopped while running the task",
+                "backend": self.backend.name,
+            }
+            await self._report(self.source.fail(lease, error, retryable=True, backoff=0.0), lease)
+
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(hand_back())
+
+    async def _report_failure(self, lease: Lease, error: BaseException) -> None:
+        retryable = error.retryable if isinstance(error, ComfyFleetError) else True
+        backoff = self.retry_backoff.delay(lease.attempt) if retryable else 0.0
+        if retryable and is_backend_fault(error):
+            # Sit out at least the retry's backoff so another idle backend takes the retry.
+            self.backend.mark_unhealthy(
+                f"{type(error).__name__}: {error}", recheck_after=backoff + 0.25
+            )
+        level = logging.WARNING if retryable else logging.INFO
+        log.log(level, "task %s failed on %s: %r", lease.task_id, self.backend.name, error)
+        body = error_body(error, self.backend.name)
+        await self._report(
+            self.source.fail(lease, body, retryable=retryable, backoff=backoff), lease
+        )
+
+    async def _report(self, call: Any, lease: Lease) -> None:
+        try:
+            await call
+        except Conflict as exc:
+            log.warning("task %s: report refused (%s); lease was lost", lease.task_id, exc)
+        except Exception:
+            log.exception("task %s: could not report its outcome", lease.task_id)

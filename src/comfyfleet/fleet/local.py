@@ -1,0 +1,184 @@
+"""Local agents: the gateway's own queue as task source, one ComfyUI as the runner.
+
+`QueueSource` claims straight from the queue (``claim(wait=...)`` wakes on submit and on a
+retry coming due, never a fixed poll) and publishes every step to the in-process events bus.
+`ComfyRunner` runs a JobSpec through `execute` against one ComfyUI with the artifacts sink; the
+remote agent process uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from comfyfleet.config import Settings
+from comfyfleet.fleet.agent import Lease, Verdict
+from comfyfleet.fleet.events import TaskEvents
+from comfyfleet.fleet.turn import Turn
+from comfyfleet.jobs import JobResult, JobSpec, Progress
+from comfyfleet.outputs.sink import Sink
+from comfyfleet.queue.base import Queue, Task
+
+log = logging.getLogger(__name__)
+
+SinkFactory = Callable[[str], Sink]
+
+
+def seconds_left(task: Task, queue: Queue, default: float) -> float:
+    """Time this attempt may still run: to the queue's deadline, else ``default``."""
+    if task.deadline_at is None:
+        return task.timeout_seconds or default
+    return (task.deadline_at - queue.clock()).total_seconds()
+
+
+def status_event(task: Task, **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "status",
+        "task_id": task.id,
+        "status": task.status,
+        "attempts": task.attempts,
+        "backend": task.backend,
+    }
+    if task.error is not None and task.status != "succeeded":
+        event["error"] = task.error
+    event.update(extra)
+    return event
+
+
+class QueueSource:
+    """Claims from the queue in this process; reports there and on the events bus."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        owner: str,
+        backend: str,
+        lease_seconds: float,
+        job_timeout: float,
+        events: TaskEvents | None = None,
+        targets: Collection[str] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.owner = owner
+        self.backend = backend
+        self.lease_seconds = lease_seconds
+        self.job_timeout = job_timeout
+        self.events = events
+        self.targets = targets
+
+    async def claim(self, wait: float) -> Lease | None:
+        task = await self.queue.claim(
+            self.owner, self.lease_seconds, backend=self.backend, targets=self.targets, wait=wait
+        )
+        if task is None:
+            return None
+        log.debug("%s claimed %s (attempt %d)", self.backend, task.id, task.attempts)
+        left = seconds_left(task, self.queue, self.job_timeout)
+        self._publish(task)
+        return Lease(
+            task_id=task.id,
+            payload=task.payload,
+            attempt=task.attempts,
+            max_attempts=task.max_attempts,
+            deadline=asyncio.get_running_loop().time() + left,
+        )
+
+    async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict:
+        answer = await self.queue.heartbeat(lease.task_id, self.owner, self.lease_seconds, progress)
+        return Verdict(lease_lost=answer.lease_lost, cancel_requested=answer.cancel_requested)
+
+    async def complete(self, lease: Lease, result: dict[str, Any]) -> None:
+        self._publish(await self.queue.complete(lease.task_id, self.owner, result))
+
+    async def fail(
+        self, lease: Lease, error: dict[str, Any], *, retryable: bool, backoff: float
+    ) -> None:
+        task = await self.queue.fail(
+            lease.task_id, self.owner, error, retryable=retryable, backoff_seconds=backoff
+        )
+        self._publish(task)
+
+    def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.publish(lease.task_id, {"type": "progress", **progress})
+
+    def _publish(self, task: Task) -> None:
+        if self.events is not None:
+            self.events.publish(task.id, status_event(task))
+
+
+class ComfyRunner:
+    """Runs JobSpecs on one ComfyUI through the shared pipeline."""
+
+    def __init__(
+        self,
+        client: Any,
+        sink_for: SinkFactory,
+        *,
+        templates_dir: Path | None = None,
+        input_dir: Path | None = None,
+        output_dir: Path | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.sink_for = sink_for
+        self.templates_dir = templates_dir
+        self.input_dir = input_dir
+        self.output_dir = output_dir
+
+    async def run(
+        self,
+        lease: Lease,
+        spec: JobSpec,
+        on_progress: Callable[[Progress], None],
+        turn: Turn,
+    ) -> JobResult:
+        from comfyfleet.execute import execute
+
+        return await execute(
+            spec,
+            _TurnClient(self.client, turn),
+            self.sink_for(lease.task_id),
+            on_progress,
+            templates_dir=self.templates_dir,
+            input_dir=self.input_dir,
+            output_dir=self.output_dir,
+            settings=self.settings,
+        )
+
+    async def health(self) -> None:
+        await self.client.system_stats()
+
+
+class _TurnClient:
+    """The ComfyUI client as `execute` sees it, telling the task's `Turn` when our prompt is
+    in ComfyUI's queue and when it is done there (``wait`` returned): from then on only our
+    delivery remains and the backend can take the next task. (Progress stages from `execute`
+    marking those two moments would make this wrapper unnecessary.)"""
+
+    def __init__(self, client: Any, turn: Turn) -> None:
+        self._client = client
+        self._turn = turn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self._client.submit(*args, **kwargs)
+        finally:
+            self._turn.prompt_submitted()
+
+    async def wait(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            entry = await self._client.wait(*args, **kwargs)
+        except BaseException:
+            self._turn.release()
+            raise
+        await self._turn.prompt_done()
+        return entry

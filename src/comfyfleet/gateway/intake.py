@@ -1,0 +1,171 @@
+"""From a POST body to a validated submission, before anything touches the queue.
+
+Every check that can reject a request runs here (body shape, template name, webhook URL), so a
+4xx never leaves a half-created task behind. The three accepted shapes are told apart by their
+keys: ``input`` is RunPod's, ``workflow_id``/``payload`` is seed 004's, anything else is native.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from comfyfleet.errors import ForbiddenURL, InvalidRequest, TemplateNotFound
+from comfyfleet.gateway.artifacts import is_safe_segment
+from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
+from comfyfleet.jobs import JobSpec, new_id
+
+Source = Literal["native", "seed", "runpod"]
+_OPTION_FIELDS = set(TaskOptions.model_fields)
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    spec: JobSpec
+    options: TaskOptions
+    source: Source
+    workflow_id: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """What the queue stores: the spec, plus where it came from."""
+        return {
+            "spec": self.spec.model_dump(mode="json", exclude_none=True),
+            "source": self.source,
+            "workflow_id": self.workflow_id,
+        }
+
+
+def decode_json(body: bytes) -> Any:
+    if not body.strip():
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def parse_submission(
+    data: Any, *, templates_dir: Path | None, default_template: str | None = None
+) -> Submission:
+    """Validate one of the three body shapes; InvalidRequest (or a subclass) if it is wrong."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if "input" in data:
+        submission = _runpod(_validate(RunpodTaskCreate, data), default_template)
+    elif "workflow_id" in data or "payload" in data:
+        submission = _seed(_validate(SeedTaskCreate, data))
+    else:
+        native = _validate(TaskCreate, data)
+        spec = JobSpec.model_validate(native.model_dump(exclude=_OPTION_FIELDS))
+        submission = Submission(spec, _options(native), "native")
+    if submission.options.webhook is not None:
+        check_webhook_url(submission.options.webhook)
+    if submission.spec.template is not None:
+        check_template(submission.spec.template, templates_dir)
+    return submission
+
+
+def _options(model: TaskOptions) -> TaskOptions:
+    return TaskOptions.model_validate(model.model_dump(include=_OPTION_FIELDS))
+
+
+def _seed(body: SeedTaskCreate) -> Submission:
+    source: dict[str, Any] = (
+        {"workflow": body.payload} if body.payload is not None else {"template": body.workflow_id}
+    )
+    spec = _validate(JobSpec, {**source, "timeout": body.timeout}, where=("payload",))
+    return Submission(spec, _options(body), "seed", workflow_id=body.workflow_id)
+
+
+def _runpod(body: RunpodTaskCreate, default_template: str | None) -> Submission:
+    spec = parse_worker_input(body.input, default_template)
+    if spec.timeout is None and body.policy and body.policy.executionTimeout:
+        spec = spec.model_copy(update={"timeout": body.policy.executionTimeout / 1000})
+    return Submission(spec, _options(body), "runpod")
+
+
+def parse_worker_input(value: dict[str, Any], default_template: str | None = None) -> JobSpec:
+    """RunPod ``input``: whatever our RunPod worker accepts as a job (not its actions)."""
+    from comfyfleet.worker.formats import parse
+
+    parsed = parse(value, job_id=new_id(), default_template=default_template)
+    if not isinstance(parsed, JobSpec):
+        raise InvalidRequest(
+            "worker actions (health, ready, swarm_api, ...) are not tasks; send a job",
+            field="input.action",
+        )
+    return parsed
+
+
+def _validate(model: type[M], data: Any, where: tuple[str, ...] = ()) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc, where) from exc
+
+
+def _invalid(exc: ValidationError, where: tuple[str, ...]) -> InvalidRequest:
+    errors = [
+        {
+            "loc": [*where, *(str(part) for part in error["loc"])],
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    return InvalidRequest(describe(errors), errors=errors)
+
+
+def describe(errors: list[dict[str, Any]]) -> str:
+    """``field 'a.b': message; ...`` for the first few errors."""
+    parts = []
+    for error in errors[:3]:
+        loc = ".".join(str(p) for p in error["loc"] if p not in ("body",))
+        parts.append(f"field '{loc}': {error['message']}" if loc else error["message"])
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+def check_webhook_url(url: str) -> None:
+    """Only absolute http(s) URLs with a host; no credentials, no whitespace."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.username is not None
+        or any(ch.isspace() for ch in url)
+    ):
+        raise ForbiddenURL(
+            "webhook must be an absolute http:// or https:// URL with a host "
+            "(no credentials, no spaces)",
+            field="webhook",
+            url=url[:200],
+        )
+
+
+def check_template(name: str, templates_dir: Path | None) -> None:
+    """The template must exist now; a typo should fail at submit, not minutes later."""
+    stem = name.removesuffix(".json")
+    if not is_safe_segment(stem):
+        raise TemplateNotFound(f"no template named {name!r}", template=name)
+    if templates_dir is None:
+        raise TemplateNotFound(
+            f"no template named {name!r}: no templates directory is configured "
+            "(COMFYFLEET_TEMPLATES_DIR)",
+            template=name,
+        )
+    if not (Path(templates_dir) / f"{stem}.json").is_file():
+        raise TemplateNotFound(f"no template named {name!r} in {templates_dir}", template=name)

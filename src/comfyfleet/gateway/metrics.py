@@ -1,0 +1,147 @@
+"""Prometheus metrics, one registry per app (so two apps in one process never collide).
+
+Gauges are read from the queue and the fleet at scrape time, so every replica reports the shared
+queue as it is and its own backends; histograms and counters count what this process saw.
+What an autoscaler needs: ``comfyfleet_queue_depth`` by priority,
+``comfyfleet_queue_oldest_age_seconds``, ``comfyfleet_backends`` by state and
+``comfyfleet_task_duration_seconds``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from comfyfleet.queue import STATUSES, QueueStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BACKEND_STATES = (
+    "idle",
+    "busy",
+    "starting",
+    "unhealthy",
+    "offline",
+    "draining",
+    "drained",
+    "stopped",
+)
+_DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+def worker_counts(backends: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Seed 004's worker metrics from backend snapshots.
+
+    A backend that has not passed its first health check yet is *starting*; one whose checks
+    fail (or a remote agent that stopped calling in) is *failed*; *running* means it runs at
+    least one task."""
+    counts = Tally[str]()
+    for backend in backends:
+        counts["total_workers"] += 1
+        state = backend.get("state")
+        if state in ("draining", "drained"):
+            counts["draining_workers"] += 1
+        elif state == "starting" or (state == "unhealthy" and not backend.get("failures")):
+            counts["starting_workers"] += 1
+        elif state in ("unhealthy", "offline", "stopped"):
+            counts["failed_workers"] += 1
+        elif backend.get("running"):
+            counts["running_workers"] += 1
+        else:
+            counts["idle_workers"] += 1
+    keys = ("total", "idle", "running", "starting", "failed", "draining")
+    return {f"{key}_workers": counts[f"{key}_workers"] for key in keys}
+
+
+def backend_state(backend: dict[str, Any]) -> str:
+    """The state shown for a backend: ``starting`` until its first health check passes."""
+    state = str(backend.get("state", "unknown"))
+    if state == "unhealthy" and not backend.get("failures"):
+        return "starting"
+    return state
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.tasks = Gauge(
+            "comfyfleet_tasks", "Tasks in the queue by status.", ["status"], registry=registry
+        )
+        self.queue_depth = Gauge(
+            "comfyfleet_queue_depth",
+            "Queued tasks by priority.",
+            ["priority"],
+            registry=registry,
+        )
+        self.queue_depth_total = Gauge(
+            "comfyfleet_queue_depth_total", "Queued tasks, all priorities.", registry=registry
+        )
+        self.oldest_age = Gauge(
+            "comfyfleet_queue_oldest_age_seconds",
+            "Age of the oldest queued task (0 when the queue is empty).",
+            registry=registry,
+        )
+        self.backends = Gauge(
+            "comfyfleet_backends", "Backends by state.", ["state"], registry=registry
+        )
+        self.backend_up = Gauge(
+            "comfyfleet_backend_up",
+            "1 if the backend is healthy.",
+            ["backend", "kind", "label"],
+            registry=registry,
+        )
+        self.backend_running = Gauge(
+            "comfyfleet_backend_running_tasks",
+            "Tasks a backend runs now.",
+            ["backend"],
+            registry=registry,
+        )
+        self.durations = Histogram(
+            "comfyfleet_task_duration_seconds",
+            "Run time (start to finish) of tasks run by this replica's agents.",
+            ["status"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.submitted = Counter(
+            "comfyfleet_tasks_submitted",
+            "Tasks created through this gateway, by body shape.",
+            ["source"],
+            registry=registry,
+        )
+        self.webhooks = Counter(
+            "comfyfleet_webhook_deliveries",
+            "Webhook delivery attempts by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        for status in STATUSES:
+            self.tasks.labels(status)
+        for state in BACKEND_STATES:
+            self.backends.labels(state)
+
+    def update(self, stats: QueueStats, backends: list[dict[str, Any]]) -> None:
+        for status in STATUSES:
+            self.tasks.labels(status).set(stats.counts.get(status, 0))
+        self.queue_depth.clear()
+        for priority, depth in stats.depth_by_priority.items():
+            self.queue_depth.labels(str(priority)).set(depth)
+        self.queue_depth_total.set(sum(stats.depth_by_priority.values()))
+        self.oldest_age.set(stats.oldest_queued_age or 0.0)
+        states = Tally(backend_state(b) for b in backends)
+        for state in {*BACKEND_STATES, *states}:
+            self.backends.labels(state).set(states.get(state, 0))
+        self.backend_up.clear()
+        self.backend_running.clear()
+        for backend in backends:
+            name = str(backend.get("name"))
+            label = str(backend.get("label") or "")
+            self.backend_up.labels(name, str(backend.get("kind", "")), label).set(
+                1 if backend.get("healthy") else 0
+            )
+            self.backend_running.labels(name).set(len(backend.get("running") or ()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,236 @@
+"""Helpers for the fleet suites: workflows whose executions can be counted (files each
+SaveImage wrote on each backend), event-driven waits, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import uvicorn
+
+from comfyfleet.config import Settings
+from comfyfleet.fleet import Fleet
+from comfyfleet.jobs import JobSpec
+from comfyfleet.queue import Queue, Task
+
+
+def workflow(prefix: str, *, fail: bool = False, slow_steps: int = 0) -> dict[str, Any]:
+    """EmptyImage -> SaveImage(prefix): one file per execution, named after the task."""
+    image: list[Any] = ["1", 0]
+    graph: dict[str, Any] = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+    }
+    if slow_steps:
+        graph["3"] = {
+            "class_type": "FleetTestSlow",
+            "inputs": {"image": image, "steps": slow_steps, "seconds_per_step": 0.05, "seed": 0},
+        }
+        image = ["3", 0]
+    if fail:
+        graph["4"] = {
+            "class_type": "FleetTestFail",
+            "inputs": {"image": image, "message": "boom on purpose"},
+        }
+        image = ["4", 0]
+    graph["2"] = {"class_type": "SaveImage", "inputs": {"images": image, "filename_prefix": prefix}}
+    return graph
+
+
+def payload(prefix: str, **kw: Any) -> dict[str, Any]:
+    spec = JobSpec(workflow=workflow(prefix, **kw))
+    return {"spec": spec.model_dump(mode="json", exclude_none=True), "source": "native"}
+
+
+def executions(output_dirs: list[Path], prefix: str) -> int:
+    """How many times ``prefix``'s SaveImage ran, over every backend."""
+    return sum(len(list(Path(d).rglob(f"{prefix}_*"))) for d in output_dirs)
+
+
+async def submit(
+    queue: Queue, n: int, *, max_attempts: int = 3, timeout: float | None = None, **kw: Any
+) -> list[Task]:
+    """n tasks whose id is also their SaveImage prefix."""
+    tasks = []
+    for _ in range(n):
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+        task, _ = await queue.submit(
+            payload(prefix, **kw),
+            task_id=prefix,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout,
+        )
+        tasks.append(task)
+    return tasks
+
+
+async def finished(queue: Queue, task_ids: list[str], timeout: float = 60.0) -> list[Task]:
+    """Every task once finished (event-driven waits, no sleeps)."""
+    done = await asyncio.gather(*(queue.wait_finished(t, timeout) for t in task_ids))
+    unfinished = [t.id for t in done if not t.finished]
+    assert not unfinished, f"not finished within {timeout}s: {unfinished}"
+    return list(done)
+
+
+async def running(queue: Queue, task_id: str, timeout: float = 30.0) -> Task:
+    """The task once it is running (watch: event-driven)."""
+
+    async def wait() -> Task:
+        async for task in queue.watch(task_id):
+            if task.status != "queued":
+                return task
+        raise AssertionError("watch ended")
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def stopped_claiming(backend: Any, timeout: float = 10.0) -> None:
+    """Until no claim of ``backend`` is in flight (after a drain: the claim was withdrawn)."""
+
+    async def wait() -> None:
+        while True:
+            changed = backend.change_event()
+            if not backend.claiming:
+                return
+            await changed.wait()
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def queue_depth(server: Any) -> AsyncIterator[list[int]]:
+    """Watch a ComfyUI's own ``status`` broadcasts; yields a one-element list that holds the
+    highest ``queue_remaining`` (running + pending prompts) seen, once the block is left."""
+    seen: list[int] = [0]
+
+    async def watch(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                if data.get("type") == "status":
+                    depth = data["data"]["status"]["exec_info"]["queue_remaining"]
+                    seen[0] = max(seen[0], depth)
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{server.ws_url}?clientId=depth-{uuid.uuid4().hex}") as ws,
+    ):
+        watcher = asyncio.create_task(watch(ws))
+        try:
+            yield seen
+        finally:
+            watcher.cancel()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, backends: list[str], **kw: Any) -> Settings:
+    options: dict[str, Any] = {
+        "backends": backends,
+        "data_dir": tmp_path / "data",
+        "lease_seconds": 5.0,
+        "retry_backoff": 0.1,
+        "job_timeout": 60.0,
+        "templates_dir": None,
+    }
+    options.update(kw)
+    return Settings(**options)
+
+
+def make_fleet(settings: Settings, queue: Queue, **kw: Any) -> Fleet:
+    """A Fleet whose artifacts go to the gateway's store under ``settings.data_dir``."""
+    return Fleet(settings, queue, **kw)
+
+
+# --- through the HTTP API -------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A gateway app served on a free port."""
+
+    url: str
+    app: Any
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[Served]:
+    """Serve ``app`` with uvicorn; the socket listens first, so early requests just wait."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            (await client.get("/healthz", timeout=60)).raise_for_status()
+        yield Served(url, app)
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a text/event-stream response as they arrive."""
+    name, data = "message", []
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and data:
+            yield name, json.loads("\n".join(data))
+            name, data = "message", []
+
+
+async def post_task(client: httpx.AsyncClient, **kw: Any) -> tuple[str, str]:
+    """Submit a counted workflow; returns (task id, SaveImage prefix)."""
+    prefix = f"t{os.urandom(6).hex()}"
+    resp = await client.post("/api/v1/tasks", json={"workflow": workflow(prefix, **kw)})
+    resp.raise_for_status()
+    return str(resp.json()["id"]), prefix
+
+
+async def until(client: httpx.AsyncClient, task_id: str, event: str) -> dict[str, Any]:
+    """Follow the task's SSE stream until ``event`` (event-driven, no polling)."""
+    async with client.stream("GET", f"/api/v1/tasks/{task_id}/events") as resp:
+        async for name, data in sse_events(resp):
+            if name == event:
+                return data
+            if name == "finished":
+                raise AssertionError(f"finished before {event}: {data}")
+    raise AssertionError("stream ended")
+
+
+async def final(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
+    """The task once finished (``?wait``)."""
+    resp = await client.get(f"/api/v1/tasks/{task_id}", params={"wait": 60}, timeout=90)
+    body = resp.json()
+    assert body["status"] in ("succeeded", "failed", "cancelled"), body
+    return dict(body)

@@ -1,0 +1,129 @@
+"""The artifact store: stable URLs, correct content types, no way out of a task's folder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from comfyfleet.errors import NotFound, StorageError
+from comfyfleet.gateway.artifacts import ArtifactStore, safe_name
+from comfyfleet.jobs import Artifact
+
+from .gateway_helpers import WORKFLOW, Served
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def submitted(served: Served) -> str:
+    async with served.client() as http:
+        return (await http.post("/api/v1/tasks", json={"workflow": WORKFLOW})).json()["id"]
+
+
+async def test_artifacts_are_served_with_their_media_type(gateway: Served) -> None:
+    task_id = await submitted(gateway)
+    sink = gateway.gateway.artifacts.sink(task_id)
+    stored = {}
+    for filename, data in (("a.png", b"\x89PNGdata"), ("clip.mp4", b"mp4"), ("notes.txt", b"hi")):
+        artifact = Artifact(node_id="9", filename=filename)
+        stored[filename] = await sink.store(artifact, chunks(data[:2], data[2:]))
+    assert stored["a.png"].url == f"/api/v1/tasks/{task_id}/artifacts/a.png"
+    assert stored["a.png"].size == 8
+    assert stored["a.png"].path is None  # the gateway's disk layout is not published
+    async with gateway.client() as http:
+        png = await http.get(stored["a.png"].url)
+        mp4 = await http.get(stored["clip.mp4"].url)
+        txt = await http.get(stored["notes.txt"].url)
+    assert png.content == b"\x89PNGdata"
+    assert png.headers["content-type"] == "image/png"
+    assert mp4.headers["content-type"] == "video/mp4"
+    assert txt.headers["content-type"].startswith("text/plain")
+    assert png.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in png.headers["content-security-policy"]
+
+
+async def test_same_named_outputs_get_distinct_names(tmp_path: Path) -> None:
+    sink = ArtifactStore(tmp_path).sink("task1")
+    first, second, third = await asyncio.gather(
+        *(
+            sink.store(Artifact(node_id=node, filename="ComfyUI_00001_.png"), chunks(node.encode()))
+            for node in ("9", "10", "9")
+        )
+    )
+    names = {a.url.rsplit("/", 1)[1] for a in (first, second, third)}
+    assert len(names) == 3
+    assert "ComfyUI_00001_.png" in names
+    contents = {(tmp_path / "task1" / name).read_bytes() for name in names}
+    assert contents == {b"9", b"10"}
+    assert not list((tmp_path / "task1").glob(".*"))  # no partial files left
+
+
+async def test_a_failed_upload_leaves_nothing(tmp_path: Path) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"part"
+        raise RuntimeError("connection dropped")
+
+    sink = ArtifactStore(tmp_path).sink("task1")
+    with pytest.raises(RuntimeError):
+        await sink.store(Artifact(node_id="1", filename="x.png"), broken())
+    assert list((tmp_path / "task1").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "..%2F..%2Fqueue.db",
+        "%2e%2e%2fwebhook_secret",
+        "%2E%2E",
+        ".a.png.partial",
+        "a.png%00.txt",
+        "..%5C..%5Cqueue.db",
+    ],
+)
+async def test_traversal_attempts_are_404(gateway: Served, path: str) -> None:
+    task_id = await submitted(gateway)
+    sink = gateway.gateway.artifacts.sink(task_id)
+    await sink.store(Artifact(node_id="9", filename="a.png"), chunks(b"x"))
+    async with gateway.client() as http:
+        response = await http.get(f"/api/v1/tasks/{task_id}/artifacts/{path}")
+        up = await http.get("/api/v1/tasks/..%2F..%2F/artifacts/queue.db")
+    assert response.status_code == 404
+    assert up.status_code == 404
+    assert "error" in response.json()
+
+
+async def test_unknown_task_or_artifact_is_404(gateway: Served) -> None:
+    task_id = await submitted(gateway)
+    async with gateway.client() as http:
+        no_task = await http.get("/api/v1/tasks/nope/artifacts/a.png")
+        no_artifact = await http.get(f"/api/v1/tasks/{task_id}/artifacts/a.png")
+    assert no_task.status_code == no_artifact.status_code == 404
+    assert no_task.json()["error"]["details"]["task_id"] == "nope"
+
+
+def test_unsafe_task_ids_cannot_get_a_sink(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        ArtifactStore(tmp_path).sink("../x")
+    with pytest.raises(NotFound):
+        ArtifactStore(tmp_path).path("task", "../../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("given", "safe"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("sub\\dir\\x.png", "x.png"),
+        (".hidden.png", "hidden.png"),
+        ("a b?.png", "a_b_.png"),
+        ("..", "artifact"),
+        ("", "artifact"),
+        ("x..y.png", "x_y.png"),
+    ],
+)
+def test_safe_name(given: str, safe: str) -> None:
+    assert safe_name(given) == safe
