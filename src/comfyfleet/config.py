@@ -212,8 +212,8 @@ class Settings(BaseSettings):
     model_cache_root: Path | None = Field(
         default=None,
         validation_alias=_env("model_cache_root"),
-        description="Worker: model root for the files a job asks for (default: the first "
-        "model root found, else COMFYUI_DIR/models).",
+        description="Worker and agents: model root for the files a job asks for (default: the "
+        "first model root found, else COMFYUI_DIR/models).",
     )
     warmup_workflow: Path | None = Field(
         default=None, validation_alias=_env("warmup_workflow")

@@ -234,3 +234,64 @@ async def final(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
     body = resp.json()
     assert body["status"] in ("succeeded", "failed", "cancelled"), body
     return dict(body)
+
+
+# --- model files a job asks for -------------------------------------------------------------
+
+
+class FileServer:
+    """Model files over HTTP on 127.0.0.1, as a CDN would serve them; counts GETs per path."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.files: dict[str, bytes] = {}
+        self.gets: Counter[str] = Counter()
+        self.url = ""
+
+    def add(self, path: str, body: bytes) -> str:
+        self.files[path] = body
+        return self.url + path
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[FileServer]:
+        from aiohttp import web
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            body = self.files.get(request.path)
+            if body is None:
+                return web.Response(status=404)
+            if request.method == "GET":
+                self.gets[request.path] += 1
+            return web.Response(body=body, content_type="application/octet-stream")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", serve)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+def checkpoint_workflow(name: str) -> dict[str, Any]:
+    """A workflow naming checkpoint ``name``: it validates only once the test server lists the
+    file (its ``models/checkpoints/``); it then fails at execution, the server not implementing
+    CheckpointLoaderSimple."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "m"}},
+    }
+
+
+NOT_IMPLEMENTED = "not implemented by the comfyfleet test server"

@@ -14,9 +14,19 @@ import httpx
 import pytest
 
 from comfyfleet.fleet.runpod import RunPodRunner, error_from_status
+from comfyfleet.jobs import JobSpec
 from comfyfleet.testing import ComfyTestServer
 
-from .helpers import executions, finished, free_port, make_fleet, submit
+from .helpers import (
+    NOT_IMPLEMENTED,
+    FileServer,
+    checkpoint_workflow,
+    executions,
+    finished,
+    free_port,
+    make_fleet,
+    submit,
+)
 
 
 def _wait_listening(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -51,6 +61,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, comfy) -> Iterator[str]:
         **os.environ,
         "COMFYFLEET_COMFY_URL": comfy.url,
         "COMFYFLEET_DATA_DIR": str(tmp_path / "worker-data"),
+        "COMFYFLEET_MODEL_CACHE_ROOT": str(comfy.models_dir),  # JobSpec.models land there
+        "COMFYFLEET_ALLOW_PRIVATE_URLS": "true",  # the tests' file server is on 127.0.0.1
         "RUNPOD_WEBHOOK_POST_OUTPUT": "",
     }
     with log.open("wb") as out:
@@ -99,6 +111,24 @@ async def test_node_error_on_the_endpoint_fails_the_task(
         [done] = await finished(sqlite_queue, [task.id])
     assert done.status == "failed" and done.attempts == 1
     assert "boom on purpose" in done.error["message"]
+
+
+async def test_the_models_a_task_asks_for_travel_to_the_worker(
+    sqlite_queue, settings_for, comfy, endpoint
+):
+    """The executor forwards ``models`` in the JobSpec: the worker fetches the checkpoint into
+    the test server's models/ before the prompt is checked, so it fails at execution (the test
+    server does not implement CheckpointLoaderSimple), not with "Value not in list"."""
+    name = "runpod-v1.safetensors"
+    settings = settings_for([], runpod_endpoint=endpoint, runpod_sync=True)
+    async with FileServer().serving() as files, make_fleet(settings, sqlite_queue):
+        wanted = {"url": files.add(f"/cdn/{name}", b"weights"), "folder": "checkpoints"}
+        spec = JobSpec(workflow=checkpoint_workflow(name), models=[wanted])
+        task, _ = await sqlite_queue.submit({"spec": spec.model_dump(mode="json")})
+        [done] = await finished(sqlite_queue, [task.id])
+    assert done.status == "failed" and done.attempts == 1, done.error
+    assert NOT_IMPLEMENTED in done.error["message"], done.error
+    assert (comfy.models_dir / "checkpoints" / name).read_bytes() == b"weights"
 
 
 async def test_unreachable_endpoint_is_unhealthy(sqlite_queue, settings_for):

@@ -3,7 +3,8 @@
 `QueueSource` claims straight from the queue (``claim(wait=...)`` wakes on submit and on a
 retry coming due, never a fixed poll) and publishes every step to the in-process events bus.
 `ComfyRunner` runs a JobSpec through `execute` against one ComfyUI with the artifacts sink; the
-remote agent process uses it too.
+remote agent process uses it too. Before the prompt it puts the files the job asks for
+(``JobSpec.models``) under this process's model root, as the RunPod worker does (`JobModels`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyfleet.config import Settings
 from comfyfleet.fleet.agent import Lease, Verdict
@@ -21,6 +22,9 @@ from comfyfleet.fleet.turn import Turn
 from comfyfleet.jobs import JobResult, JobSpec, Progress
 from comfyfleet.outputs.sink import Sink
 from comfyfleet.queue.base import Queue, Task
+
+if TYPE_CHECKING:
+    from comfyfleet.models.jobmodels import JobModels
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,8 @@ class QueueSource:
 
 
 class ComfyRunner:
-    """Runs JobSpecs on one ComfyUI through the shared pipeline."""
+    """Runs JobSpecs on one ComfyUI through the shared pipeline, after fetching the model files
+    a job asks for through ``models`` (shared by the runners of one process)."""
 
     def __init__(
         self,
@@ -123,9 +128,11 @@ class ComfyRunner:
         input_dir: Path | None = None,
         output_dir: Path | None = None,
         settings: Settings | None = None,
+        models: JobModels,
     ) -> None:
         self.client = client
         self.settings = settings
+        self.models = models
         self.sink_for = sink_for
         self.templates_dir = templates_dir
         self.input_dir = input_dir
@@ -140,16 +147,18 @@ class ComfyRunner:
     ) -> JobResult:
         from comfyfleet.execute import execute
 
-        return await execute(
-            spec,
-            _TurnClient(self.client, turn),
-            self.sink_for(lease.task_id),
-            on_progress,
-            templates_dir=self.templates_dir,
-            input_dir=self.input_dir,
-            output_dir=self.output_dir,
-            settings=self.settings,
-        )
+        async with self.models.provide(spec) as paths:  # fails at once without a model root
+            await self.models.refresh_catalogue(self.client, paths)
+            return await execute(
+                spec,
+                _TurnClient(self.client, turn),
+                self.sink_for(lease.task_id),
+                on_progress,
+                templates_dir=self.templates_dir,
+                input_dir=self.input_dir,
+                output_dir=self.output_dir,
+                settings=self.settings,
+            )
 
     async def health(self) -> None:
         await self.client.system_stats()

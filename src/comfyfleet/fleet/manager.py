@@ -2,6 +2,10 @@
 agent per ComfyUI URL, a RunPod executor when an endpoint is set), keeps a registry of remote
 pull agents as they call in, and runs the lease reaper.
 
+Local agents share one `JobModels`: the files a job asks for (``JobSpec.models``) go under the
+gateway's model root (``COMFYFLEET_MODEL_CACHE_ROOT``, the model roots, ``COMFYUI_DIR/models``),
+which the local ComfyUIs must read their models from.
+
 The reaper (``queue.expire_leases()`` every few seconds) is maintenance, not dispatch: tasks
 start through wake-ups, and a requeue by the reaper is itself a wake-up.
 """
@@ -65,6 +69,9 @@ class Fleet:
         )
         self.reap_interval = reap_interval or min(max(settings.lease_seconds / 3, 0.05), 5.0)
         self._sink_for = sink_for
+        from comfyfleet.models.jobmodels import JobModels  # aiohttp: not at import time
+
+        self.models = JobModels(settings, who="gateway")
         self.agents: dict[str, Agent] = {}
         self.remotes: dict[str, Backend] = {}
         self._closers: list[Any] = []
@@ -86,7 +93,7 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await asyncio.gather(*(agent.stop() for agent in self.agents.values()))
-        for close in self._closers:
+        for close in [*self._closers, self.models.close]:
             with contextlib.suppress(Exception):
                 await close()
         self._closers.clear()
@@ -140,6 +147,7 @@ class Fleet:
             self.sink_for,
             templates_dir=self.settings.templates_dir,
             settings=self.settings,
+            models=self.models,
         )
         backend = Backend(name, kind="local", url=url, check=runner.health)
         return self._agent(backend, runner)

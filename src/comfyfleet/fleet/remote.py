@@ -30,6 +30,7 @@ from comfyfleet.fleet.agent import Agent, Lease, Verdict
 from comfyfleet.fleet.backend import Backend, Backoff
 from comfyfleet.fleet.local import ComfyRunner
 from comfyfleet.jobs import Artifact
+from comfyfleet.models.jobmodels import JobModels
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,7 @@ async def run_agent(
     name = name or default_name(comfy_url)
     gateway = GatewayClient(gateway_url, token, agent_id=uuid.uuid4().hex, name=name)
     client = Client(comfy_url)
+    models = JobModels(settings, who="agent")  # JobSpec.models go under this machine's root
     runner = ComfyRunner(
         client,
         lambda task_id: UploadSink(gateway, task_id),
@@ -240,6 +242,7 @@ async def run_agent(
         input_dir=input_dir,
         output_dir=output_dir,
         settings=settings,
+        models=models,
     )
     backend = Backend(name, kind="remote", url=comfy_url, check=runner.health)
     agent = Agent(
@@ -264,5 +267,6 @@ async def run_agent(
             await backend.changed()
     finally:
         await agent.stop()
+        await models.close()
         await client.close()
         await gateway.close()

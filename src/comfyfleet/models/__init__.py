@@ -25,6 +25,8 @@ _EXPORTS = {
     "status": "sync",
     "ModelCache": "ondemand",
     "ensure_models": "ondemand",
+    "JobModels": "jobmodels",
+    "model_root": "jobmodels",
 }
 
 __all__ = sorted(_EXPORTS)

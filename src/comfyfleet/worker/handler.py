@@ -2,10 +2,10 @@
 
 Everything a job needs beyond the shared pipeline lives next door: request shapes in
 `formats`, seed 000's actions in `actions`, memory/disk checks in `resources`, output shape in
-`response`, throttled progress in `progress`, the files a job asks for in `models`. `execute`
-itself removes (zero-overwritten with ``wipe_zero_fill``) the job's inputs and outputs unless
-``debug``. Nothing here raises to the SDK: every failure comes back as ``{"error": ...}`` so one
-bad job never takes the worker down.
+`response`, throttled progress in `progress`; the files a job asks for come from
+`comfyfleet.models.jobmodels`. `execute` itself removes (zero-overwritten with
+``wipe_zero_fill``) the job's inputs and outputs unless ``debug``. Nothing here raises to the
+SDK: every failure comes back as ``{"error": ...}`` so one bad job never takes the worker down.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from comfyfleet.config import Settings
 from comfyfleet.errors import ComfyFleetError, ResourceExhausted
 from comfyfleet.execute import execute
 from comfyfleet.jobs import JobSpec, new_id
+from comfyfleet.models.jobmodels import JobModels
 from comfyfleet.outputs.sink import Sink
 from comfyfleet.runtime.warmup import WarmupState
 from comfyfleet.worker import actions, formats, resources, response
 from comfyfleet.worker.logs import job_context
-from comfyfleet.worker.models import JobModels
 from comfyfleet.worker.progress import Reporter, Send
 from comfyfleet.workflow import job_folder
 

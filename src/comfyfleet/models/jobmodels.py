@@ -1,5 +1,9 @@
 """The model files a job asks for (``JobSpec.models``), in place before its prompt runs.
 
+Used wherever a job's prompt runs next to a ComfyUI whose disk we share: the RunPod worker, the
+gateway's local agents and ``comfyfleet agent``. Their settings name the model root; a job asking
+for files where none is known fails at once, naming the settings to set.
+
 One `ModelCache` per event loop (its download session and single-flight futures belong to one
 loop), so jobs running together share downloads. Its root is ``model_cache_root``, else the
 first model root found (configured, then on a network volume), else ``COMFYUI_DIR/models``.
@@ -19,14 +23,17 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from comfyfleet.comfy.client import Client
 from comfyfleet.config import Settings
 from comfyfleet.errors import ModelError
 from comfyfleet.jobs import JobSpec
 from comfyfleet.models.ondemand import ModelCache, ensure_models, to_entries
 from comfyfleet.models.sync import Sources, target_path
 from comfyfleet.models.volumes import ModelRoot, detect_roots
+
+if TYPE_CHECKING:
+    from comfyfleet.comfy.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,12 @@ def model_root(settings: Settings) -> ModelRoot | None:
 
 
 class JobModels:
-    """The worker's on-demand model cache and its object_info bookkeeping."""
+    """On-demand model cache of one process (``who`` runs the jobs, for error messages) and its
+    object_info bookkeeping."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, who: str = "worker") -> None:
         self.settings = settings
+        self.who = who
         self._root: ModelRoot | None = None
         self._caches: dict[int, ModelCache] = {}
         # client -> time.time() just before its object_info was last fetched by us
@@ -58,7 +67,7 @@ class JobModels:
             self._root = model_root(self.settings)
         if self._root is None:
             raise ModelError(
-                "this job asks for model files but the worker has no model root: set "
+                f"this job asks for model files but the {self.who} has no model root: set "
                 "COMFYFLEET_MODEL_CACHE_ROOT, COMFYUI_DIR or COMFYFLEET_MODEL_ROOTS"
             )
         return self._root
