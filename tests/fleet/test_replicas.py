@@ -1,10 +1,8 @@
 """Two gateway replicas (two Fleets, each with its own PostgreSQL connections and its own
 backends) on one queue: every task runs exactly once, and both replicas dispatch.
 
-Completion is awaited on the replicas' event buses rather than with the queue's
-``wait_finished``: that marks the task watched with a row lock, and a claim running at that
-moment skips the locked row (SKIP LOCKED) without a later wake-up -- a queue issue reported
-separately, not what these tests are about."""
+Completion is awaited on the replicas' event buses, which is how each replica learns of its own
+tasks finishing; the queue's own watch/claim interplay is covered in tests/queue."""
 
 from __future__ import annotations
 

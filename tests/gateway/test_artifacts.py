@@ -74,6 +74,32 @@ async def test_a_failed_upload_leaves_nothing(tmp_path: Path) -> None:
     assert list((tmp_path / "task1").iterdir()) == []
 
 
+@pytest.mark.parametrize("blocked", ["artifacts dir", "task folder"])
+async def test_an_unusable_artifacts_dir_is_a_storage_error(tmp_path: Path, blocked: str) -> None:
+    """A file where a folder must be: the store's mkdir fails, and that is retryable."""
+    root = tmp_path / "artifacts"
+    in_the_way = root if blocked == "artifacts dir" else root / "task1"
+    in_the_way.parent.mkdir(parents=True, exist_ok=True)
+    in_the_way.write_bytes(b"not a folder")
+    sink = ArtifactStore(root).sink("task1")
+    with pytest.raises(StorageError) as caught:
+        await sink.store(Artifact(node_id="9", filename="x.png"), chunks(b"x"))
+    assert caught.value.retryable
+    assert caught.value.details == {"task_id": "task1", "path": str(root / "task1")}
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_a_name_the_filesystem_refuses_is_a_storage_error(tmp_path: Path) -> None:
+    """Reserving the name fails (too long once the node id is prefixed): nothing is left."""
+    sink = ArtifactStore(tmp_path).sink("task1")
+    long = "a" * 146 + ".png"
+    await sink.store(Artifact(node_id="9", filename=long), chunks(b"first"))
+    with pytest.raises(StorageError) as caught:
+        await sink.store(Artifact(node_id="n" * 150, filename=long), chunks(b"second"))
+    assert caught.value.details["path"] == str(tmp_path / "task1")
+    assert [p.name for p in (tmp_path / "task1").iterdir()] == [long]
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from comfyfleet.queue import open_queue
 from comfyfleet.queue.postgres import PostgresQueue, Q
@@ -74,6 +76,74 @@ async def test_a_finish_on_one_replica_wakes_a_waiter_on_another(make_pg: Make) 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_claim_that_skipped_a_task_while_it_was_being_watched_is_woken(
+    make_pg: Make, pg_url: str, pg_schema: str
+) -> None:
+    """Watching row-locks the task until its commit; a claim meeting the lock skips the task,
+    and the watch's commit must wake it again (here nothing else does: no locked-row retry)."""
+    a, b = make_pg(), make_pg()
+    await a.open()
+    await b.open()
+    b.locked_retry_first = b.locked_retry_max = 3600.0
+    try:
+        task, _ = await a.submit({})
+        locked, commit = asyncio.Event(), asyncio.Event()
+        rows = a._rows
+
+        async def watch_held_open(query: str, params: dict[str, Any]) -> Any:
+            """The real watch statement, its transaction kept open until the test says."""
+            if query != "watch_task":
+                return await rows(query, params)
+            options = f"-c search_path={pg_schema}"
+            async with (
+                await psycopg.AsyncConnection.connect(
+                    pg_url, options=options, row_factory=dict_row
+                ) as conn,
+                conn.transaction(),
+            ):
+                result = await (await conn.execute(Q[query], params)).fetchall()
+                locked.set()
+                await commit.wait()
+            return result
+
+        a._rows = watch_held_open  # type: ignore[method-assign]
+        watcher = asyncio.create_task(a.wait_finished(task.id, 60))
+        await asyncio.wait_for(locked.wait(), 10)
+        waiting = spy_before_wait(b)
+        claimer = asyncio.create_task(b.claim("agent-b", 30, wait=60))
+        await asyncio.wait_for(waiting.wait(), 10)  # it found the task locked and skipped it
+        commit.set()
+        claimed = await asyncio.wait_for(claimer, 10)  # woken by the watch, not the 60 s
+        assert claimed is not None and claimed.id == task.id
+        await b.complete(task.id, "agent-b", {})
+        assert (await asyncio.wait_for(watcher, 10)).status == "succeeded"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_claim_that_skipped_a_locked_task_looks_again(
+    make_pg: Make, pg_url: str, pg_schema: str
+) -> None:
+    """Whoever holds the lock may never announce work (here: any other transaction)."""
+    queue = make_pg()
+    await queue.open()
+    try:
+        task, _ = await queue.submit({})
+        options = f"-c search_path={pg_schema}"
+        async with await psycopg.AsyncConnection.connect(pg_url, options=options) as admin:
+            async with admin.transaction():
+                await admin.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", [task.id])
+                waiting = spy_before_wait(queue)
+                claimer = asyncio.create_task(queue.claim("agent", 30, wait=60))
+                await asyncio.wait_for(waiting.wait(), 10)  # it skipped the locked task
+            # the lock is released and nothing announces work
+            claimed = await asyncio.wait_for(claimer, 10)  # not the 60 s
+        assert claimed is not None and claimed.id == task.id
+    finally:
+        await queue.close()
 
 
 async def test_listener_survives_a_dropped_connection(

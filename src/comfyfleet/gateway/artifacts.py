@@ -11,6 +11,7 @@ agent names can escape the task's folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 import os
 import re
@@ -113,9 +114,16 @@ class ArtifactStore:
     async def _store_local(
         self, task_id: str, artifact: Artifact, chunks: AsyncIterator[bytes]
     ) -> Artifact:
+        # Every filesystem error is a StorageError (retryable: the task may run again, maybe
+        # on a gateway with a working disk), never a bare OSError from the depths.
         folder = self.root / task_id
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        name, handle = await asyncio.to_thread(_create_unique, folder, artifact)
+        try:
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            name, handle = await asyncio.to_thread(_create_unique, folder, artifact)
+        except OSError as exc:
+            raise StorageError(
+                f"storing {artifact.filename} failed: {exc}", task_id=task_id, path=str(folder)
+            ) from exc
         partial = folder / f".{name}.partial"
         size = 0
         try:
@@ -127,7 +135,9 @@ class ArtifactStore:
         except BaseException as exc:
             await asyncio.to_thread(_discard, folder, name)
             if isinstance(exc, OSError):
-                raise StorageError(f"storing {name} failed: {exc}", task_id=task_id) from exc
+                raise StorageError(
+                    f"storing {name} failed: {exc}", task_id=task_id, path=str(folder / name)
+                ) from exc
             raise
         return artifact.model_copy(
             update={
@@ -177,10 +187,16 @@ def _create_unique(folder: Path, artifact: Artifact) -> tuple[str, BinaryIO]:
         except FileExistsError:
             continue
         os.close(fd)
-        return name, open(folder / f".{name}.partial", "wb")
+        try:
+            return name, open(folder / f".{name}.partial", "wb")
+        except BaseException:
+            _discard(folder, name)  # the placeholder must not outlive a failed store
+            raise
     raise StorageError("too many artifacts with the same name", filename=artifact.filename)
 
 
 def _discard(folder: Path, name: str) -> None:
+    """Best effort: a cleanup failure must not replace the error that caused it."""
     for path in (folder / name, folder / f".{name}.partial"):
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ cluster-wide lock through its transaction's commit, so notifying from the submit
 itself halves submit throughput; the price of doing it afterwards is that a replica dying
 between the two leaves remote claimers asleep until their ``wait`` runs out. If the LISTEN
 connection drops, every local waiter is woken once it is back (notes may have been missed).
+A claim that skipped a due task because some other statement held its row lock looks again
+shortly (see `EventQueue.claim`), whether or not that statement announces anything.
 """
 
 from __future__ import annotations
@@ -111,15 +113,18 @@ class PostgresQueue(SqlQueue):
             self._listening.clear()
             self._listener = asyncio.create_task(self._listen(), name="comfyfleet-queue-listen")
             try:
-                await asyncio.wait_for(self._listening.wait(), self.connect_timeout)
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._listening.wait()
             except TimeoutError:
                 await self.close()
                 raise QueueError("postgres: could not LISTEN for notifications") from None
 
     async def close(self) -> None:
+        await self._settle_hand_backs()
         if self._announcer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._announcer, self.connect_timeout)
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._announcer
             self._announcer = None
         if self._listener is not None:
             self._listener.cancel()
@@ -163,14 +168,27 @@ class PostgresQueue(SqlQueue):
 
     # --- notifications ---------------------------------------------------------------------
     async def _watching(self, task_id: str) -> None:
-        await self._rows("watch_task", {"id": task_id})
+        """Mark the task watched, then, if it is queued, announce work once that committed.
+
+        The marking UPDATE row-locks the task until its commit, and a claim meeting the lock
+        skips the task (SKIP LOCKED) with nothing to wake it again: announcing after the commit
+        wakes every claimer that may have skipped it. The lock itself stays, as it is what
+        orders a watch with a concurrent change: a change either waits for the watch and
+        then NOTIFYs, or commits before the watch, whose caller's first look then sees it."""
+        rows = await self._rows("watch_task", {"id": task_id})
+        if rows and rows[0]["status"] == "queued":
+            self._announce_work()
 
     def _changed(self, tasks: Collection[Task]) -> None:
         if any(task.status == "queued" for task in tasks):
-            self._work.fire()  # local claimers need not wait for the round trip
-            self._announce_again = True
-            if self._announcer is None or self._announcer.done():
-                self._announcer = asyncio.create_task(self._announce(), name="cf-announce")
+            self._announce_work()
+
+    def _announce_work(self) -> None:
+        """Wake claimers here at once and on every replica by NOTIFY (after our commit)."""
+        self._work.fire()  # local claimers need not wait for the round trip
+        self._announce_again = True
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce(), name="cf-announce")
 
     async def _announce(self) -> None:
         """NOTIFY new work until no more arrived meanwhile (one in flight, the rest merged)."""

@@ -23,6 +23,7 @@ class _Job:
     alone: bool  # runs outside any batch transaction (connect, migrations, close)
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    orphaned: Callable[[Any], None] | None  # gets the result if the caller gave up meanwhile
 
 
 _STOP = object()
@@ -37,12 +38,15 @@ class SqliteThread:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
-    def call(self, fn: Call, *, alone: bool = False) -> asyncio.Future[Any]:
-        """Schedule ``fn(conn)``; the future resolves after its transaction committed."""
+    def call(
+        self, fn: Call, *, alone: bool = False, orphaned: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any]:
+        """Schedule ``fn(conn)``; the future resolves after its transaction committed. The call
+        runs even if the future is cancelled first; then its result goes to ``orphaned``."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._ready:
-            self._jobs.append(_Job(fn, alone, loop, future))
+            self._jobs.append(_Job(fn, alone, loop, future, orphaned))
             self._ready.notify()
         return future
 
@@ -129,7 +133,9 @@ def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
 
 def _resolve(pairs: list[tuple[_Job, tuple[bool, Any]]]) -> None:
     for job, (ok, value) in pairs:
-        if job.future.done():  # the caller gave up (cancelled)
+        if job.future.done():  # the caller gave up (cancelled), yet the call committed
+            if ok and job.orphaned is not None:
+                job.orphaned(value)
             continue
         if ok:
             job.future.set_result(value)

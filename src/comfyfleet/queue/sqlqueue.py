@@ -8,7 +8,9 @@ query, how to encode times and JSON, and what to wake after a change.
 from __future__ import annotations
 
 import abc
+import asyncio
 import builtins
+import logging
 import os
 import time
 from collections.abc import Collection, Mapping
@@ -29,6 +31,7 @@ from comfyfleet.queue.records import Convert, delivery_from_row, task_from_row
 from comfyfleet.queue.waiting import EventQueue
 
 Row = Mapping[str, Any]
+log = logging.getLogger(__name__)
 
 TIMEOUT_ERROR = {"code": "timeout", "message": "the task ran past its deadline"}
 LEASE_ERROR = {"code": "lease_expired", "message": "the agent stopped heartbeating"}
@@ -41,6 +44,10 @@ def new_task_id() -> str:
 
 
 class SqlQueue(EventQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self._handing_back: set[asyncio.Future[Any]] = set()  # claims nobody received
+
     # --- what an engine provides ------------------------------------------------------------
     time_in: Convert  # datetime -> stored time
     time_out: Convert  # stored time -> datetime
@@ -152,15 +159,57 @@ class SqlQueue(EventQueue):
             "targets": self._targets(targets),
             "now": self._now(),
         }
-        row = await self._row("claim", params)
+        row = await self._claim_row(params)
         if row is None:
             return None
         task = self._task(row)
         self._changed([task])
         return task
 
+    async def _claim_row(self, params: dict[str, Any]) -> Row | None:
+        """Run the claim so that one committing after our cancellation (PostgreSQL may have
+        committed before the cancel reached it) is handed back, not lost: shielded, and its
+        result, should it come too late, goes to `_hand_back`."""
+        claiming = asyncio.ensure_future(self._row("claim", params))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claiming.add_done_callback(self._hand_back_late)
+            self._track(claiming)
+            raise
+
+    def _hand_back_late(self, claiming: asyncio.Future[Row | None]) -> None:
+        if not claiming.cancelled() and claiming.exception() is None:
+            self._hand_back(claiming.result())
+
+    def _hand_back(self, row: Row | None) -> None:
+        """A claim committed for a claimer that was cancelled meanwhile: put its task back to
+        queued, the attempt uncounted, instead of leaving it running until the lease expires.
+        In the background (the cancel is not held up); `close` waits for it."""
+        if row is not None:
+            self._track(asyncio.ensure_future(self._unclaim(row)))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._handing_back.add(future)
+        future.add_done_callback(self._handing_back.discard)
+
+    async def _unclaim(self, row: Row) -> None:
+        params = {"id": row["id"], "owner": row["lease_owner"], "attempts": row["attempts"]}
+        try:
+            back = await self._row("unclaim", params)
+        except Exception as exc:
+            log.warning("task %s: could not hand back a cancelled claim: %s", row["id"], exc)
+            return
+        if back is not None:
+            self._changed([self._task(back)])
+
+    async def _settle_hand_backs(self) -> None:
+        """Let cancelled claims finish handing their tasks back (before closing)."""
+        while self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
+
     async def _next_run_at(self, targets: Collection[str] | None) -> datetime | None:
-        params = {"now": self._now(), "targets": self._targets(targets)}
+        params = {"targets": self._targets(targets)}
         row = await self._row("next_run_at", params)
         return None if row is None else self._maybe(row["next_run_at"], self.time_out)
 

@@ -37,7 +37,10 @@ class Wakeup:
         if timeout is not None and timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            # not `wait_for`: on 3.11 it returns when the event fires as the waiter is
+            # cancelled, swallowing the cancellation
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             return self.generation != since
         return True
@@ -77,6 +80,13 @@ class ChangeHub:
 class EventQueue(Queue):
     """The waiting half of the contract, shared by the engines."""
 
+    # A claim that found nothing although a due task exists skipped it because a row lock
+    # was held (PostgreSQL's SKIP LOCKED: another claim, a watch, an admin's transaction).
+    # Whoever holds it may never announce work, so look again after this backoff (seconds,
+    # doubling) instead of sleeping through the whole ``wait``.
+    locked_retry_first: float = 0.01
+    locked_retry_max: float = 1.0
+
     def __init__(self) -> None:
         self._work = Wakeup()
         self._changes = ChangeHub()
@@ -92,7 +102,8 @@ class EventQueue(Queue):
         raise NotImplementedError
 
     async def _next_run_at(self, targets: Collection[str] | None) -> datetime | None:
-        """Earliest future ``run_at`` of a queued task this claimer could take."""
+        """Earliest ``run_at`` of a queued task this claimer could take (due ones included:
+        one that is due right after a claim found nothing was skipped, or has just come)."""
         raise NotImplementedError
 
     async def _watching(self, task_id: str) -> None:
@@ -110,6 +121,7 @@ class EventQueue(Queue):
     ) -> Task | None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait
+        retry = self.locked_retry_first
         while True:
             seen = self._work.generation
             task = await self._claim_once(owner, lease_seconds, backend, targets)
@@ -119,7 +131,11 @@ class EventQueue(Queue):
             next_run = await self._next_run_at(targets)
             if next_run is not None:
                 due_in = (next_run - self.clock()).total_seconds()
-                remaining = min(remaining, max(due_in, 0.001))
+                if due_in > 0:
+                    remaining = min(remaining, due_in)
+                else:  # due, yet not claimed: skipped while locked
+                    remaining = min(remaining, retry)
+                    retry = min(retry * 2, self.locked_retry_max)
             await self._work.wait(seen, remaining)
 
     async def wait_for_work(self, timeout: float) -> bool:

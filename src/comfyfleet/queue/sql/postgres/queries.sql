@@ -30,9 +30,10 @@ RETURNING *;
 SELECT pg_notify(%(channel)s, '') AS sent;
 
 -- name: watch_task
--- From now on changes of this task are NOTIFYed (to every replica's waiters).
+-- From now on changes of this task are NOTIFYed (to every replica's waiters). The row lock
+-- this takes is what orders it with a concurrent change (see PostgresQueue._watching).
 UPDATE tasks SET watched = true WHERE id = %(id)s AND NOT watched
-RETURNING id;
+RETURNING id, status;
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s;
@@ -65,10 +66,25 @@ UPDATE tasks
            FOR UPDATE SKIP LOCKED)
 RETURNING *;
 
+-- name: unclaim
+-- A claim committed for a claimer that was cancelled before receiving it: back to queued in
+-- its old place, the attempt not counted (a first attempt also forgets start and backend).
+UPDATE tasks
+   SET status = 'queued',
+       attempts = attempts - 1,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       deadline_at = NULL,
+       started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+       backend = CASE WHEN attempts = 1 THEN NULL ELSE backend END
+ WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
+   AND attempts = %(attempts)s
+RETURNING *;
+
 -- name: next_run_at
+-- Due ones count too: after a claim that found nothing, a due task was skipped (locked).
 SELECT min(run_at) AS next_run_at FROM tasks
  WHERE status = 'queued'
-   AND run_at > %(now)s
    AND (%(targets)s::text[] IS NULL OR target IS NULL OR target = ANY (%(targets)s::text[]));
 
 -- name: heartbeat

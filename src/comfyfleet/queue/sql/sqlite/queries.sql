@@ -51,10 +51,24 @@ UPDATE tasks
          LIMIT 1)
 RETURNING *;
 
+-- name: unclaim
+-- A claim committed for a claimer that was cancelled before receiving it: back to queued in
+-- its old place, the attempt not counted (a first attempt also forgets start and backend).
+UPDATE tasks
+   SET status = 'queued',
+       attempts = attempts - 1,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       deadline_at = NULL,
+       started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+       backend = CASE WHEN attempts = 1 THEN NULL ELSE backend END
+ WHERE id = :id AND status = 'running' AND lease_owner = :owner AND attempts = :attempts
+RETURNING *;
+
 -- name: next_run_at
+-- Due ones count too: after a claim that found nothing, a due task was skipped or just came.
 SELECT min(run_at) AS next_run_at FROM tasks INDEXED BY tasks_claim
  WHERE status = 'queued'
-   AND run_at > :now
    AND (:targets IS NULL OR target IS NULL
         OR target IN (SELECT value FROM json_each(:targets)));
 
