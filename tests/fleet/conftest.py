@@ -3,15 +3,11 @@ real test servers as backends."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from comfyfleet.config import Settings
 from comfyfleet.queue import Queue
@@ -20,8 +16,6 @@ from comfyfleet.queue.sqlite import SqliteQueue
 from comfyfleet.testing import ComfyTestServer
 
 from .helpers import make_settings
-
-PG_URL = os.environ.get("COMFYFLEET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -56,28 +50,6 @@ async def sqlite_queue(tmp_path: Path) -> AsyncIterator[Queue]:
     await q.open()
     yield q
     await q.close()
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The test server; unreachable is a failure in CI and a skip elsewhere."""
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (CI must run the PostgreSQL tests)")
-        pytest.skip(reason)
-    return PG_URL
-
-
-@pytest.fixture
-def pg_schema(pg_url: str) -> Iterator[str]:
-    schema = f"fleet_{uuid.uuid4().hex[:12]}"
-    yield schema
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

@@ -3,43 +3,17 @@ PostgreSQL (a private schema per test, since other suites share the database).""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing.pytest_plugin import comfy_server  # noqa: F401  (a fixture)
 
-from .gateway_helpers import Served, drop_schema, serve
-
-PG_URL = os.environ.get("COMFYFLEET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The test server; unreachable is a failure in CI and a skip elsewhere."""
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (CI must run the PostgreSQL tests)")
-        pytest.skip(reason)
-    return PG_URL
-
-
-@pytest.fixture
-def pg_schema(pg_url: str) -> Iterator[str]:
-    schema = f"gw_{uuid.uuid4().hex[:12]}"
-    yield schema
-    drop_schema(pg_url, schema)
+from .gateway_helpers import Served, serve
 
 
 @pytest.fixture(params=["sqlite"])
