@@ -104,6 +104,11 @@ class ComfyHTTP:
     async def system_stats(self) -> dict[str, Any]:
         return await self._get("/system_stats")
 
+    @property
+    def cached_object_info(self) -> dict[str, Any] | None:
+        """The node catalogue if it was already fetched (never a request)."""
+        return self._object_info
+
     async def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
         """Every node class's definition; fetched once per client (it is ~600 KB)."""
         if self._object_info is None or refresh:

@@ -162,6 +162,16 @@ class ComfyRunner:
 
     async def health(self) -> None:
         await self.client.system_stats()
+        if self.catalogue() is None:  # once, so the gateway can check workflows at submit
+            try:
+                await self.client.object_info()
+            except Exception as exc:  # the backend is up; jobs fetch it again when they run
+                log.warning("fetching object_info failed: %r", exc)
+
+    def catalogue(self) -> dict[str, Any] | None:
+        """This ComfyUI's object_info if already fetched (no request)."""
+        info = getattr(self.client, "cached_object_info", None)
+        return info if isinstance(info, dict) else None
 
 
 class _TurnClient:

@@ -180,6 +180,17 @@ class Fleet:
             out.append(snap)
         return out
 
+    def catalogues(self) -> list[dict[str, Any]]:
+        """The object_info of every local backend whose catalogue is already fetched (never a
+        request: submits must not wait on a backend). Remote agents and RunPod have none."""
+        out = []
+        for agent in self.agents.values():
+            catalogue = getattr(agent.runner, "catalogue", None)
+            info = catalogue() if callable(catalogue) else None
+            if info is not None:
+                out.append(info)
+        return out
+
     def backend(self, name: str) -> Backend:
         if name in self.agents:
             return self.agents[name].backend

@@ -1,6 +1,7 @@
 """From a POST body to a validated submission, before anything touches the queue.
 
-Every check that can reject a request runs here (body shape, template name, webhook URL), so a
+Every check that can reject a request runs here (body shape, template name, webhook URL, an
+inline workflow against the node catalogues of the backends known so far), so a
 4xx never leaves a half-created task behind. The three accepted shapes are told apart by their
 keys: ``input`` is RunPod's, ``workflow_id``/``payload`` is seed 004's, anything else is native.
 """
@@ -8,6 +9,7 @@ keys: ``input`` is RunPod's, ``workflow_id``/``payload`` is seed 004's, anything
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -15,7 +17,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from comfyfleet.errors import ForbiddenURL, InvalidRequest, TemplateNotFound
+from comfyfleet.errors import (
+    ForbiddenURL,
+    InvalidRequest,
+    TemplateNotFound,
+    WorkflowValidationError,
+)
 from comfyfleet.gateway.artifacts import is_safe_segment
 from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
 from comfyfleet.jobs import JobSpec, new_id
@@ -51,9 +58,14 @@ def decode_json(body: bytes) -> Any:
 
 
 def parse_submission(
-    data: Any, *, templates_dir: Path | None, default_template: str | None = None
+    data: Any,
+    *,
+    templates_dir: Path | None,
+    default_template: str | None = None,
+    catalogues: Sequence[dict[str, Any]] = (),
 ) -> Submission:
-    """Validate one of the three body shapes; InvalidRequest (or a subclass) if it is wrong."""
+    """Validate one of the three body shapes; InvalidRequest (or a subclass) if it is wrong.
+    An inline workflow is also checked against the backends' known ``catalogues``."""
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     if "input" in data:
@@ -68,7 +80,37 @@ def parse_submission(
         check_webhook_url(submission.options.webhook)
     if submission.spec.template is not None:
         check_template(submission.spec.template, templates_dir)
+    elif catalogues:
+        check_workflow(submission.spec, catalogues)
     return submission
+
+
+def check_workflow(spec: JobSpec, catalogues: Sequence[dict[str, Any]]) -> None:
+    """`WorkflowValidationError` (422) if the inline workflow, prepared as a backend would
+    prepare it, is invalid against every catalogue (the object_info of each backend known so
+    far); the first catalogue's errors are reported. Other problems are left to the backend.
+    With ``spec.models`` a model file may still be on its way, so combo lists are not held
+    against it."""
+    from comfyfleet.workflow import prepare
+
+    names = [f"input_{index}.png" for index in range(len(spec.images))]
+    first: WorkflowValidationError | None = None
+    for catalogue in catalogues:
+        try:
+            prepare(spec, catalogue, templates_dir=None, image_names=names)
+            return
+        except WorkflowValidationError as exc:
+            errors = exc.node_errors
+            if spec.models:
+                errors = [e for e in errors if e.get("type") != "value_not_in_list"]
+            if not errors:
+                return
+            if first is None:
+                first = exc if errors == exc.node_errors else WorkflowValidationError(errors)
+        except Exception:
+            return  # not a validation problem; the backend reports it as today
+    if first is not None:
+        raise first
 
 
 def _options(model: TaskOptions) -> TaskOptions:

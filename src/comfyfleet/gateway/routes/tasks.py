@@ -67,6 +67,7 @@ async def create_task(
         decode_json(await request.body()),
         templates_dir=settings.templates_dir,
         default_template=settings.default_template,
+        catalogues=gateway.fleet.catalogues(),
     )
     options = submission.options
     task, created = await gateway.queue.submit(
