@@ -10,18 +10,17 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-import uvicorn
 
 from comfyfleet.config import Settings
 from comfyfleet.fleet import Fleet
 from comfyfleet.jobs import JobSpec
 from comfyfleet.queue import Queue, Task
+from gateway.gateway_helpers import Served, serve, sse_events  # noqa: F401  (re-exported)
 
 
 def workflow(prefix: str, *, fail: bool = False, slow_steps: int = 0) -> dict[str, Any]:
@@ -158,55 +157,7 @@ def make_fleet(settings: Settings, queue: Queue, **kw: Any) -> Fleet:
     return Fleet(settings, queue, **kw)
 
 
-# --- through the HTTP API -------------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """A gateway app served on a free port."""
-
-    url: str
-    app: Any
-
-    @property
-    def gateway(self) -> Any:
-        return self.app.state.gateway
-
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[Served]:
-    """Serve ``app`` with uvicorn; the socket listens first, so early requests just wait."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as client:
-            (await client.get("/healthz", timeout=60)).raise_for_status()
-        yield Served(url, app)
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of a text/event-stream response as they arrive."""
-    name, data = "message", []
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            data.append(line[6:])
-        elif not line and data:
-            yield name, json.loads("\n".join(data))
-            name, data = "message", []
+# --- through the HTTP API (serving and SSE: the gateway suite's helpers) ---------------------
 
 
 async def post_task(client: httpx.AsyncClient, **kw: Any) -> tuple[str, str]:
@@ -257,7 +208,7 @@ class FileServer:
     async def serving(self) -> AsyncIterator[FileServer]:
         from aiohttp import web
 
-        async def serve(request: web.Request) -> web.StreamResponse:
+        async def serve_file(request: web.Request) -> web.StreamResponse:
             body = self.files.get(request.path)
             if body is None:
                 return web.Response(status=404)
@@ -266,7 +217,7 @@ class FileServer:
             return web.Response(body=body, content_type="application/octet-stream")
 
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
+        app.router.add_route("*", "/{tail:.*}", serve_file)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
