@@ -31,6 +31,19 @@ COMBO = "COMBO"
 DYNAMIC_V3_TYPES = ("COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3")
 
 
+def _input_error(
+    kind: str, message: str, name: str, details: str | None = None, **extra_info: Any
+) -> dict[str, Any]:
+    """One per-input error in ComfyUI's shape; ``details`` defaults to the input's name and
+    ``extra_info`` always opens with it."""
+    return {
+        "type": kind,
+        "message": message,
+        "details": name if details is None else details,
+        "extra_info": {"input_name": name, **extra_info},
+    }
+
+
 def _full_type_name(klass: type) -> str:
     module = klass.__module__
     return klass.__qualname__ if module == "builtins" else f"{module}.{klass.__qualname__}"
@@ -176,12 +189,7 @@ class Validator:
             if x not in inputs:
                 if category == "required":
                     errors.append(
-                        {
-                            "type": "required_input_missing",
-                            "message": "Required input is missing",
-                            "details": f"{x}",
-                            "extra_info": {"input_name": x},
-                        }
+                        _input_error("required_input_missing", "Required input is missing", x)
                     )
                 continue
 
@@ -190,17 +198,13 @@ class Validator:
             if isinstance(val, list):
                 if len(val) != 2:
                     errors.append(
-                        {
-                            "type": "bad_linked_input",
-                            "message": "Bad linked input, must be a length-2 list of "
-                            "[node_id, slot_index]",
-                            "details": f"{x}",
-                            "extra_info": {
-                                "input_name": x,
-                                "input_config": config,
-                                "received_value": val,
-                            },
-                        }
+                        _input_error(
+                            "bad_linked_input",
+                            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                            x,
+                            input_config=config,
+                            received_value=val,
+                        )
                     )
                     continue
                 o_id = val[0]
@@ -208,18 +212,16 @@ class Validator:
                 received_type = self.catalog.return_types(o_class_type)[val[1]]
                 if not types_compatible(received_type, input_type):
                     errors.append(
-                        {
-                            "type": "return_type_mismatch",
-                            "message": "Return type mismatch between linked nodes",
-                            "details": f"{x}, received_type({received_type}) "
+                        _input_error(
+                            "return_type_mismatch",
+                            "Return type mismatch between linked nodes",
+                            x,
+                            f"{x}, received_type({received_type}) "
                             f"mismatch input_type({input_type})",
-                            "extra_info": {
-                                "input_name": x,
-                                "input_config": config,
-                                "received_type": received_type,
-                                "linked_node": val,
-                            },
-                        }
+                            input_config=config,
+                            received_type=received_type,
+                            linked_node=val,
+                        )
                     )
                     continue
                 try:
@@ -233,19 +235,17 @@ class Validator:
                     validated[o_id] = (
                         False,
                         [
-                            {
-                                "type": "exception_during_inner_validation",
-                                "message": "Exception when validating inner node",
-                                "details": str(ex),
-                                "extra_info": {
-                                    "input_name": x,
-                                    "input_config": config,
-                                    "exception_message": str(ex),
-                                    "exception_type": _full_type_name(type(ex)),
-                                    "traceback": traceback.format_tb(tb),
-                                    "linked_node": val,
-                                },
-                            }
+                            _input_error(
+                                "exception_during_inner_validation",
+                                "Exception when validating inner node",
+                                x,
+                                str(ex),
+                                input_config=config,
+                                exception_message=str(ex),
+                                exception_type=_full_type_name(type(ex)),
+                                traceback=traceback.format_tb(tb),
+                                linked_node=val,
+                            )
                         ],
                         o_id,
                     )
@@ -269,17 +269,15 @@ class Validator:
                         inputs[x] = val
                 except Exception as ex:
                     errors.append(
-                        {
-                            "type": "invalid_input_type",
-                            "message": f"Failed to convert an input value to a {input_type} value",
-                            "details": f"{x}, {val}, {ex}",
-                            "extra_info": {
-                                "input_name": x,
-                                "input_config": config,
-                                "received_value": val,
-                                "exception_message": str(ex),
-                            },
-                        }
+                        _input_error(
+                            "invalid_input_type",
+                            f"Failed to convert an input value to a {input_type} value",
+                            x,
+                            f"{x}, {val}, {ex}",
+                            input_config=config,
+                            received_value=val,
+                            exception_message=str(ex),
+                        )
                     )
                     continue
 
@@ -287,30 +285,24 @@ class Validator:
                     continue
                 if "min" in extra and val < extra["min"]:
                     errors.append(
-                        {
-                            "type": "value_smaller_than_min",
-                            "message": "Value {} smaller than min of {}".format(val, extra["min"]),
-                            "details": f"{x}",
-                            "extra_info": {
-                                "input_name": x,
-                                "input_config": config,
-                                "received_value": val,
-                            },
-                        }
+                        _input_error(
+                            "value_smaller_than_min",
+                            f"Value {val} smaller than min of {extra['min']}",
+                            x,
+                            input_config=config,
+                            received_value=val,
+                        )
                     )
                     continue
                 if "max" in extra and val > extra["max"]:
                     errors.append(
-                        {
-                            "type": "value_bigger_than_max",
-                            "message": "Value {} bigger than max of {}".format(val, extra["max"]),
-                            "details": f"{x}",
-                            "extra_info": {
-                                "input_name": x,
-                                "input_config": config,
-                                "received_value": val,
-                            },
-                        }
+                        _input_error(
+                            "value_bigger_than_max",
+                            f"Value {val} bigger than max of {extra['max']}",
+                            x,
+                            input_config=config,
+                            received_value=val,
+                        )
                     )
                     continue
                 if isinstance(input_type, list) or input_type == COMBO:
@@ -323,16 +315,14 @@ class Validator:
                         else:
                             list_info = str(options)
                         errors.append(
-                            {
-                                "type": "value_not_in_list",
-                                "message": "Value not in list",
-                                "details": f"{x}: '{val}' not in {list_info}",
-                                "extra_info": {
-                                    "input_name": x,
-                                    "input_config": input_config,
-                                    "received_value": val,
-                                },
-                            }
+                            _input_error(
+                                "value_not_in_list",
+                                "Value not in list",
+                                x,
+                                f"{x}: '{val}' not in {list_info}",
+                                input_config=input_config,
+                                received_value=val,
+                            )
                         )
                         continue
 
@@ -381,12 +371,12 @@ class Validator:
                 if r is not True:
                     details = f"{x}" + (f" - {r}" if r is not False else "")
                     errors.append(
-                        {
-                            "type": "custom_validation_failed",
-                            "message": "Custom validation failed for node",
-                            "details": details,
-                            "extra_info": {"input_name": x},
-                        }
+                        _input_error(
+                            "custom_validation_failed",
+                            "Custom validation failed for node",
+                            x,
+                            details,
+                        )
                     )
         return errors
 
