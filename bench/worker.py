@@ -301,8 +301,16 @@ def imports_before_launch(comfy_dir: Path) -> tuple[float, int]:
         "COMFYUI_ARGS": "",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", str(VENV_BIN / "comfyfleet"), "worker", "--local",
-         "--port", str(free_port())],
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(VENV_BIN / "comfyfleet"),
+            "worker",
+            "--local",
+            "--port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -356,8 +364,10 @@ def startup(tmp: Path, starts: int) -> None:
     before = [imports_before_launch(comfy_dir) for _ in range(starts)]
     imported = statistics.median(seconds for seconds, _ in before)
     print(f"\n[3] start-up, median of {starts} (s)")
-    print(f"imports before ComfyUI is launched            {imported:7.3f}   "
-          f"({before[0][1]} modules, -X importtime)")
+    print(
+        f"imports before ComfyUI is launched            {imported:7.3f}   "
+        f"({before[0][1]} modules, -X importtime)"
+    )
     print(f"ComfyUI alone: launch -> /system_stats        {d:7.3f}")
     print(f"Supervisor: start() -> ready                  {s:7.3f}   overhead {s - d:+.3f}")
     print(f"comfyfleet worker: launch -> ComfyUI answers  {v:7.3f}   overhead {v - d:+.3f}")

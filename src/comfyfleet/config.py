@@ -43,9 +43,7 @@ class Settings(BaseSettings):
         validation_alias=_env("comfy_input_dir"),
         description="ComfyUI's input folder when local (RAM-disk fast path, wiping).",
     )
-    comfy_output_dir: Path | None = Field(
-        default=None, validation_alias=_env("comfy_output_dir")
-    )
+    comfy_output_dir: Path | None = Field(default=None, validation_alias=_env("comfy_output_dir"))
     templates_dir: Path | None = Field(
         default=None,
         validation_alias=_env("templates_dir", "COMFYUI_WORKFLOWS_DIR"),
@@ -66,9 +64,7 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=1800.0, validation_alias=_env("job_timeout"))
     max_attempts: int = Field(default=3, ge=1, validation_alias=_env("max_attempts"))
     max_input_bytes: int = Field(default=64 * 2**20, validation_alias=_env("max_input_bytes"))
-    max_request_bytes: int = Field(
-        default=256 * 2**20, validation_alias=_env("max_request_bytes")
-    )
+    max_request_bytes: int = Field(default=256 * 2**20, validation_alias=_env("max_request_bytes"))
     url_max_redirects: int = Field(default=3, validation_alias=_env("url_max_redirects"))
     url_timeout: float = Field(default=60.0, validation_alias=_env("url_timeout"))
     allow_private_urls: bool = Field(
@@ -148,7 +144,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("runpod_api_key", "RUNPOD_API_KEY")
     )
     runpod_concurrency: int = Field(
-        default=4, ge=1, validation_alias=_env("runpod_concurrency"),
+        default=4,
+        ge=1,
+        validation_alias=_env("runpod_concurrency"),
         description="Tasks in flight at the RunPod endpoint at once.",
     )
     runpod_sync: bool = Field(
@@ -206,18 +204,14 @@ class Settings(BaseSettings):
         validation_alias=_env("hf_cache_dir"),
         description="Host cache in Hugging Face layout, e.g. /runpod-volume/huggingface-cache.",
     )
-    model_cache_bytes: int = Field(
-        default=50 * 2**30, validation_alias=_env("model_cache_bytes")
-    )
+    model_cache_bytes: int = Field(default=50 * 2**30, validation_alias=_env("model_cache_bytes"))
     model_cache_root: Path | None = Field(
         default=None,
         validation_alias=_env("model_cache_root"),
         description="Worker and agents: model root for the files a job asks for (default: the "
         "first model root found, else COMFYUI_DIR/models).",
     )
-    warmup_workflow: Path | None = Field(
-        default=None, validation_alias=_env("warmup_workflow")
-    )
+    warmup_workflow: Path | None = Field(default=None, validation_alias=_env("warmup_workflow"))
     warmup_timeout: float = Field(default=900.0, validation_alias=_env("warmup_timeout"))
 
     # --- logging -----------------------------------------------------------------------

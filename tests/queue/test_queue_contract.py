@@ -28,8 +28,12 @@ async def test_migrate_is_idempotent(queue: Queue) -> None:
 
 async def test_submit_records_the_task(queue: Queue, clock: FakeClock) -> None:
     task, created = await queue.submit(
-        {"workflow": {"1": {}}}, priority=3, max_attempts=5, timeout_seconds=60,
-        webhook_url="https://hooks.example/x", target="gpu-a",
+        {"workflow": {"1": {}}},
+        priority=3,
+        max_attempts=5,
+        timeout_seconds=60,
+        webhook_url="https://hooks.example/x",
+        target="gpu-a",
     )
     assert created
     assert (task.status, task.priority, task.attempts, task.max_attempts) == ("queued", 3, 0, 5)
@@ -161,9 +165,7 @@ async def test_expired_lease_on_last_attempt_fails(queue: Queue, clock: FakeCloc
     assert expired.status == "failed" and expired.error["code"] == "lease_expired"
 
 
-async def test_heartbeat_extends_lease_and_records_progress(
-    queue: Queue, clock: FakeClock
-) -> None:
+async def test_heartbeat_extends_lease_and_records_progress(queue: Queue, clock: FakeClock) -> None:
     await queue.submit({})
     task = await queue.claim("agent", 10)
     assert task is not None

@@ -80,9 +80,7 @@ async def test_stats(queue: Queue, clock: FakeClock) -> None:
     await queue.cancel(done.id)
     clock.advance(5)
     stats = await queue.stats()
-    assert stats.counts == {
-        "queued": 3, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 1
-    }
+    assert stats.counts == {"queued": 3, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 1}
     assert stats.depth_by_priority == {1: 2, 2: 1}
     assert stats.oldest_queued_age == pytest.approx(15)
 

@@ -1,4 +1,5 @@
 """A stand-in for ComfyUI's main.py: runs the comfyfleet test server with ComfyUI's flags."""
+
 import argparse
 import os
 import sys

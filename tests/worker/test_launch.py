@@ -86,15 +86,26 @@ def test_comfy_is_launched_before_the_heavy_imports(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-X", "importtime", str(VENV_BIN / "comfyfleet"), "worker",
-             "--local", "--port", str(free_port())],
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                str(VENV_BIN / "comfyfleet"),
+                "worker",
+                "--local",
+                "--port",
+                str(free_port()),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(lambda: 'msg="ComfyUI launched"' in log.read_text(errors="replace"), 60,
-                       "ComfyUI launched")
+            wait_until(
+                lambda: 'msg="ComfyUI launched"' in log.read_text(errors="replace"),
+                60,
+                "ComfyUI launched",
+            )
         finally:
             proc.terminate()
             proc.wait(30)

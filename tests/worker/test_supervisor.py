@@ -35,10 +35,17 @@ def supervisor(fake_comfy_dir):
 
 def test_launch_args_follow_the_url():
     assert launch_args("--cpu", "http://127.0.0.1:8190") == [
-        "--cpu", "--port", "8190", "--listen", "127.0.0.1"
+        "--cpu",
+        "--port",
+        "8190",
+        "--listen",
+        "127.0.0.1",
     ]
     assert launch_args("--listen 0.0.0.0 --port 9", "http://127.0.0.1:8190") == [
-        "--listen", "0.0.0.0", "--port", "9"
+        "--listen",
+        "0.0.0.0",
+        "--port",
+        "9",
     ]
 
 
@@ -80,8 +87,9 @@ def test_a_comfy_that_cannot_start_fails_fast_with_its_output(fake_comfy_dir):
     sup = Supervisor(fake_comfy_dir, url, env={**os.environ, "FAKE_COMFY_EXIT": "3"}, backoff=0.01)
     sup.start()
     try:
-        with pytest.raises(ComfyUnavailable, match="failed to start 3 times; it last exited with "
-                           "code 3") as caught:
+        with pytest.raises(
+            ComfyUnavailable, match="failed to start 3 times; it last exited with code 3"
+        ) as caught:
             sup.wait_ready_blocking(60)
         assert sup.state == "failed"
         assert "fake ComfyUI: cannot start (CUDA error: no device)" in caught.value.details["tail"]

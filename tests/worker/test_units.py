@@ -185,7 +185,11 @@ def test_progress_is_throttled_per_node_but_keeps_node_changes():
     rep(Progress(job_id="j", node="4", class_type="VAEDecode"))
     assert [(b["node"], b.get("step")) for b in sent] == [("3", 1), ("3", 10), ("4", None)]
     assert sent[0] == {
-        "stage": "running", "node": "3", "class_type": "KSampler", "step": 1, "steps": 10
+        "stage": "running",
+        "node": "3",
+        "class_type": "KSampler",
+        "step": 1,
+        "steps": 10,
     }
 
 

@@ -104,7 +104,7 @@ def test_concurrent_jobs_asking_for_one_file_download_it_once(worker, files, com
             thread.start()
 
         def both_fetching() -> bool:
-            lines = [ln for ln in worker.log_text().splitlines() if "msg=\"fetching models\"" in ln]
+            lines = [ln for ln in worker.log_text().splitlines() if 'msg="fetching models"' in ln]
             return all(any(f"job_id={i}" in ln for ln in lines) for i in ids)
 
         wait_until(both_fetching, 60, "both jobs fetching models")
@@ -148,4 +148,3 @@ def test_a_bad_model_entry_is_named_precisely(worker, files, entry, message):
     job = {"workflow": checkpoint_workflow("x.safetensors"), "models": [wanted]}
     error = failed(worker.runsync(job))
     assert error.startswith(message), error
-

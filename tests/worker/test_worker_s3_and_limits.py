@@ -66,8 +66,11 @@ def test_image_goes_to_s3_and_comes_back_as_a_url(s3_worker, s3_client, s3_endpo
     artifact = result["artifacts"][0]
     key = f"{artifact['subfolder']}/{entry['filename']}"
     assert artifact["subfolder"].startswith(result["job_id"][:8])
-    assert entry == {"filename": "out_00001_.png", "type": "s3_url",
-                     "data": f"{s3_endpoint}/{BUCKET}/{key}"}
+    assert entry == {
+        "filename": "out_00001_.png",
+        "type": "s3_url",
+        "data": f"{s3_endpoint}/{BUCKET}/{key}",
+    }
     assert artifact["url"] == entry["data"] and artifact["size"] > 0
     body = s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert Image.open(io.BytesIO(body)).getpixel((0, 0)) == (0x12, 0x34, 0x56)

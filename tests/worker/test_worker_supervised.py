@@ -92,7 +92,12 @@ def test_comfy_is_launched_with_volume_models_wired(worker, comfy_dir, volume, c
     cmdline = psutil.Process(comfy["pid"]).cmdline()
     port = comfy_url.rsplit(":", 1)[1]
     assert cmdline[1:] == [
-        "main.py", "--disable-auto-launch", "--port", port, "--listen", "127.0.0.1"
+        "main.py",
+        "--disable-auto-launch",
+        "--port",
+        port,
+        "--listen",
+        "127.0.0.1",
     ]
     text = (comfy_dir / "extra_model_paths.yaml").read_text()
     assert f"base_path: {volume}" in text and "checkpoints: checkpoints" in text

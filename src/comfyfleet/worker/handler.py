@@ -84,9 +84,7 @@ class Worker:
             client = self._client()
             await self.models.refresh_catalogue(client, model_paths)
             reporter = Reporter(job, self.send_progress)
-            log.info(
-                "job started", extra={"template": spec.template, "images": len(spec.images)}
-            )
+            log.info("job started", extra={"template": spec.template, "images": len(spec.images)})
             work = execute(
                 spec,
                 client,
