@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from comfyfleet.testing.objectinfo import recorded_system_stats
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -136,7 +138,8 @@ def _hf_cache_file(cache: Path, repo: str, file: str, body: bytes, ref: str = "m
     return snap
 
 
-PROTOCOL_DIR = Path("/work/shared/comfyui-protocol")
+# ComfyUI 0.8.0's recordings, in the repository (see the README there).
+PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui-protocol"
 
 
 @dataclass
@@ -155,8 +158,7 @@ class FakeComfy:
     def app(self):
         from aiohttp import web
 
-        stats = json.loads((PROTOCOL_DIR / "system_stats.json").read_text())
-        stats = stats.get("response", {}).get("json", stats)
+        stats = recorded_system_stats()  # the recording, shipped as the test server's data
         done: dict[str, int] = {}
 
         async def system_stats(request: web.Request) -> web.Response:

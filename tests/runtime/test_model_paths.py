@@ -13,7 +13,9 @@ from comfyfleet.models.folders import ALL_FOLDERS, CORE_FOLDERS, LEGACY_ALIASES
 from comfyfleet.models.paths import build_config, generate, link_folders, render
 from comfyfleet.models.volumes import ModelRoot, detect_roots
 
-PROTOCOL = Path("/work/shared/comfyui-protocol/h_endpoints.json")
+PROTOCOL = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "comfyui-protocol" / "h_endpoints.json"
+)
 
 
 def comfy_reads(text: str) -> dict[str, list[str]]:

@@ -1,39 +1,25 @@
-"""Helpers to replay the ComfyUI 0.8.0 recordings (shared/comfyui-protocol) against the test
-server and compare what comes back, with volatile values (timestamps, prompt ids, tracebacks,
-tensor reprs, install paths, queue numbers) normalized away and everything else kept."""
+"""Helpers to replay the ComfyUI 0.8.0 recordings (tests/fixtures/comfyui-protocol) against the
+test server and compare what comes back, with volatile values (timestamps, prompt ids,
+tracebacks, tensor reprs, install paths, queue numbers) normalized away and everything else
+kept."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-
-def protocol_dir() -> Path:
-    env = os.environ.get("COMFYUI_PROTOCOL_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "shared" / "comfyui-protocol"
-        if candidate.is_dir():
-            return candidate
-        candidate = parent.parent / "shared" / "comfyui-protocol"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "shared/comfyui-protocol not found beside the repository; set COMFYUI_PROTOCOL_DIR"
-    )
+# In the repository; its README says where the recordings come from.
+PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui-protocol"
 
 
 def load(name: str) -> dict[str, Any]:
-    with open(protocol_dir() / name, encoding="utf-8") as f:
+    with open(PROTOCOL_DIR / name, encoding="utf-8") as f:
         return json.load(f)
 
 

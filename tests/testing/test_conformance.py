@@ -1,5 +1,5 @@
-"""Replays the recordings of the real ComfyUI 0.8.0 (shared/comfyui-protocol) against the test
-server and compares what comes back.
+"""Replays the recordings of the real ComfyUI 0.8.0 (tests/fixtures/comfyui-protocol) against
+the test server and compares what comes back.
 
 For each recorded run, the request bodies of its ``exchanges`` are sent as recorded and the
 websocket messages and HTTP bodies are compared *whole* after normalization (timestamps, prompt

@@ -1,8 +1,8 @@
 """Typed views of what ComfyUI sends: websocket events, history entries and rejections.
 
 Everything here is pure parsing. The shapes are those recorded from ComfyUI 0.8.0 in
-``shared/comfyui-protocol`` (see its README); anything unexpected degrades to a generic error
-rather than a crash, because custom nodes put surprising things into these messages.
+``tests/fixtures/comfyui-protocol`` (see its README); anything unexpected degrades to a generic
+error rather than a crash, because custom nodes put surprising things into these messages.
 """
 
 from __future__ import annotations

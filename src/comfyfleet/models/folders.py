@@ -1,7 +1,7 @@
 """The model folders ComfyUI knows, as folder name -> directories relative to a models root.
 
 Core names are ComfyUI 0.8.0's ``GET /models`` answer (recorded in
-``comfyui-protocol/h_endpoints.json``) with the secondary directories ComfyUI's own
+``tests/fixtures/comfyui-protocol/h_endpoints.json``) with the secondary directories ComfyUI's own
 ``folder_paths.py`` registers (``clip`` and ``unet`` are the legacy names ComfyUI maps to
 ``text_encoders`` and ``diffusion_models``). ``custom_nodes`` is left out on purpose: it is in
 that answer but it holds code, not models, and must not be redirected to a volume.

@@ -1,8 +1,8 @@
 """Checking a graph against ComfyUI's node catalogue before it is submitted.
 
 It follows what ComfyUI 0.8.0 does on ``POST /prompt`` (recorded in
-``comfyui-protocol/c_validation_errors.json``, ``d_...`` and ``e_...``) and reports every
-problem at once as ``{"node_id", "class_type", "input_name", "type", "message", "details"}``.
+``tests/fixtures/comfyui-protocol/c_validation_errors.json``, ``d_...``, ``e_...``) and reports
+every problem at once as ``{"node_id", "class_type", "input_name", "type", "message", "details"}``.
 ``type`` is ComfyUI's own error type where it has one:
 
 ==========================  ==================================================================

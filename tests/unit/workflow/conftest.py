@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from wf_helpers import CATALOGUES
+from wf_helpers import CATALOGUE
 
 # Model files a test "installs" by adding them to the catalogue's option lists.
 MODELS: dict[tuple[str, str], list[str]] = {
@@ -27,10 +27,7 @@ MODELS: dict[tuple[str, str], list[str]] = {
 
 @pytest.fixture(scope="session")
 def _catalogue() -> dict[str, Any]:
-    for path in CATALOGUES:
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    pytest.skip("object_info.json not found (expected ../shared/comfyui-protocol/)")
+    return json.loads(CATALOGUE.read_text(encoding="utf-8"))
 
 
 @pytest.fixture

@@ -268,10 +268,7 @@ def _recorded_cases() -> list[tuple[str, dict[str, Any], list[tuple[str, str | N
         "d_unknown_class_type.json",
         "e_missing_checkpoint.json",
     ):
-        path = PROTOCOL / name
-        if not path.is_file():
-            continue
-        for case in json.loads(path.read_text())["cases"]:
+        for case in json.loads((PROTOCOL / name).read_text())["cases"]:
             exchange = case["exchanges"][0]
             prompt, body = exchange["request"]["json"]["prompt"], exchange["response"]["json"]
             if any("class_type" not in node for node in prompt.values()):

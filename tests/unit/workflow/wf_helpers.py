@@ -9,11 +9,9 @@ from typing import Any
 HERE = Path(__file__).parent
 DATA = HERE / "data"
 REPO = HERE.parents[2]
-PROTOCOL = REPO.parent / "shared" / "comfyui-protocol"
-CATALOGUES = (
-    REPO / "src" / "comfyfleet" / "testing" / "data" / "object_info.json",
-    PROTOCOL / "object_info.json",
-)
+PROTOCOL = REPO / "tests" / "fixtures" / "comfyui-protocol"  # ComfyUI 0.8.0's recordings
+# The recorded GET /object_info ships as the test server's package data (not copied twice).
+CATALOGUE = REPO / "src" / "comfyfleet" / "testing" / "data" / "object_info.json"
 
 
 def load(name: str) -> Any:
