@@ -4,6 +4,8 @@ Every check that can reject a request runs here (body shape, template name, webh
 inline workflow against the node catalogues of the backends known so far), so a
 4xx never leaves a half-created task behind. The three accepted shapes are told apart by their
 keys: ``input`` is RunPod's, ``workflow_id``/``payload`` is seed 004's, anything else is native.
+In the native and RunPod bodies a ``prompt`` that is an object is the API graph (ComfyUI's own
+``/prompt`` body); a string stays the text prompt.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from comfyfleet.errors import (
 from comfyfleet.gateway.artifacts import is_safe_segment
 from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
 from comfyfleet.jobs import JobSpec, new_id
+from comfyfleet.worker.formats import fold_graph_prompt
 
 Source = Literal["native", "seed", "runpod"]
 _OPTION_FIELDS = set(TaskOptions.model_fields)
@@ -73,7 +76,7 @@ def parse_submission(
     elif "workflow_id" in data or "payload" in data:
         submission = _seed(_validate(SeedTaskCreate, data))
     else:
-        native = _validate(TaskCreate, data)
+        native = _validate(TaskCreate, fold_graph_prompt(data))
         spec = JobSpec.model_validate(native.model_dump(exclude=_OPTION_FIELDS))
         submission = Submission(spec, _options(native), "native")
     if submission.options.webhook is not None:

@@ -7,6 +7,9 @@
   (without ``payload``, ``workflow_id`` names a saved template);
 - RunPod's: ``{"input": ..., "webhook": ..., "policy": ...}`` where ``input`` is what our RunPod
   worker accepts.
+
+In the native and RunPod bodies, a ``prompt`` that is an object is the API graph (ComfyUI's own
+``/prompt`` body, folded into ``workflow`` before these models see it); a string is the text.
 """
 
 from __future__ import annotations

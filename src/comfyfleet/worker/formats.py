@@ -8,8 +8,11 @@ shape                     recognised by
 action (seed 000)         ``action``: health, ready, swarm_api, keepalive, shutdown
 video (seed 001)          ``comfyui_workflow_name``, or a top-level ``image`` string
 ephemeral (seed 002)      ``images`` given as bare base64 strings; seeds randomised
+ComfyUI's /prompt body   ``prompt`` that is an object: it is the API graph (`fold_graph_prompt`)
 reference / comfyfleet    anything else: worker-comfyui's ``{workflow, images}`` is a JobSpec
 ========================  ================================================================
+
+A ``prompt`` that is a string stays the positive text prompt.
 
 The Comfy.org key (``api_key_comfy_org`` in worker-comfyui, ``comfy_org_api_key`` in seed 001)
 becomes ``extra_data.api_key_comfy_org``, which is where ComfyUI's API nodes read it.
@@ -28,6 +31,8 @@ from comfyfleet.jobs import InputImage, JobSpec
 API_KEY_FIELD = "api_key_comfy_org"
 _KEY_ALIASES = (API_KEY_FIELD, "comfy_org_api_key")
 VIDEO_IMAGE_NAME = "input_image.png"
+# Keys of ComfyUI's own POST /prompt body that mean nothing outside one ComfyUI's queue.
+COMFY_ONLY_KEYS = ("client_id", "front", "number", "partial_execution_targets")
 
 
 class _Strict(BaseModel):
@@ -122,7 +127,7 @@ def parse(raw: Any, *, job_id: str, default_template: str | None = None) -> Acti
                     field="action",
                 )
             return _ACTION.validate_python(body)
-        body = _fold_api_key(body)
+        body = _fold_api_key(fold_graph_prompt(body))
         if "comfyui_workflow_name" in body or isinstance(body.get("image"), str):
             return VideoRequest.model_validate(body).to_spec(job_id, default_template)
         if any(isinstance(img, str) for img in body.get("images") or []):
@@ -147,6 +152,27 @@ def _as_dict(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"input must be a JSON object, not {type(raw).__name__}")
     return dict(raw)
+
+
+def fold_graph_prompt(body: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI's (and Salad's) body names the API graph ``prompt``; ours names it ``workflow``
+    and keeps ``prompt`` for the text. An object ``prompt`` becomes ``workflow``; ComfyUI's
+    ``prompt_id`` becomes ``id``; its queue-only keys (`COMFY_ONLY_KEYS`) are dropped."""
+    graph = body.get("prompt")
+    if not isinstance(graph, dict):
+        return body
+    if body.get("workflow") is not None or body.get("template") is not None:
+        raise InvalidRequest(
+            "'prompt' is an object (an API graph, as in ComfyUI's /prompt body) and "
+            f"'{'workflow' if body.get('workflow') is not None else 'template'}' is set too; "
+            "give the graph once (a text prompt is a string)",
+            field="prompt",
+        )
+    out = {k: v for k, v in body.items() if k not in (*COMFY_ONLY_KEYS, "prompt", "prompt_id")}
+    out["workflow"] = graph
+    if isinstance(body.get("prompt_id"), str) and "id" not in out:
+        out["id"] = body["prompt_id"]
+    return out
 
 
 def _fold_api_key(body: dict[str, Any]) -> dict[str, Any]:
