@@ -43,7 +43,7 @@ async def test_wal_mode_and_migrations_are_tracked(tmp_path: Path) -> None:
         assert await queue.migrate() == []
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
 
 
 async def test_tasks_survive_a_restart(tmp_path: Path) -> None:

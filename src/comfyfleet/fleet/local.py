@@ -73,6 +73,9 @@ class QueueSource:
         self.job_timeout = job_timeout
         self.events = events
         self.targets = targets
+        # Each running task's latest step: heartbeats record progress at their own rate, a
+        # failure records the stage the attempt really stopped in.
+        self._latest: dict[str, dict[str, Any]] = {}
 
     async def claim(self, wait: float) -> Lease | None:
         task = await self.queue.claim(
@@ -93,20 +96,29 @@ class QueueSource:
 
     async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict:
         answer = await self.queue.heartbeat(lease.task_id, self.owner, self.lease_seconds, progress)
+        if answer.lease_lost:
+            self._latest.pop(lease.task_id, None)
         return Verdict(lease_lost=answer.lease_lost, cancel_requested=answer.cancel_requested)
 
     async def complete(self, lease: Lease, result: dict[str, Any]) -> None:
+        self._latest.pop(lease.task_id, None)
         self._publish(await self.queue.complete(lease.task_id, self.owner, result))
 
     async def fail(
         self, lease: Lease, error: dict[str, Any], *, retryable: bool, backoff: float
     ) -> None:
         task = await self.queue.fail(
-            lease.task_id, self.owner, error, retryable=retryable, backoff_seconds=backoff
+            lease.task_id,
+            self.owner,
+            error,
+            retryable=retryable,
+            backoff_seconds=backoff,
+            progress=self._latest.pop(lease.task_id, None),
         )
         self._publish(task)
 
     def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
+        self._latest[lease.task_id] = progress
         if self.events is not None:
             self.events.publish(lease.task_id, {"type": "progress", **progress})
 

@@ -135,9 +135,12 @@ class Queue(abc.ABC):
         run_at: datetime | None = None,
         target: str | None = None,
         task_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> tuple[Task, bool]:
-        """Enqueue; with a known ``idempotency_key`` return the existing task and False.
-        A ``task_id`` that already exists without that key raises Conflict."""
+        """Enqueue; with a known ``idempotency_key`` return the existing task and False, or
+        raise Conflict if that task was submitted with another ``fingerprint`` (the caller's
+        hash of what was asked; kept with the task). A ``task_id`` that already exists without
+        that key raises Conflict."""
 
     @abc.abstractmethod
     async def claim(
@@ -165,7 +168,8 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def complete(self, task_id: str, owner: str, result: dict[str, Any]) -> Task:
-        """Mark succeeded; Conflict unless ``owner`` holds the running task."""
+        """Mark succeeded, progress ``{"stage": "done", "percent": 100.0}``; Conflict unless
+        ``owner`` holds the running task."""
 
     @abc.abstractmethod
     async def fail(
@@ -176,9 +180,12 @@ class Queue(abc.ABC):
         *,
         retryable: bool = False,
         backoff_seconds: float = 0.0,
+        progress: dict[str, Any] | None = None,
     ) -> Task:
-        """Requeue at now + backoff if retryable and attempts remain, else failed (cancelled
-        when cancel was requested). Conflict unless ``owner`` holds the running task."""
+        """Requeue at now + backoff if retryable and attempts remain (progress cleared), else
+        failed (cancelled when cancel was requested) with ``progress`` — the agent's last
+        report, the stage the attempt stopped in — or, without it, the last heartbeat's.
+        Conflict unless ``owner`` holds the running task."""
 
     @abc.abstractmethod
     async def cancel(self, task_id: str) -> Task:

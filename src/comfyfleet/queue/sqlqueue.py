@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_ERROR = {"code": "timeout", "message": "the task ran past its deadline"}
 LEASE_ERROR = {"code": "lease_expired", "message": "the agent stopped heartbeating"}
+# A succeeded task's progress, whatever the last heartbeat recorded (heartbeats are rate-limited,
+# so the agent's own final report rarely reaches the queue before its `complete`).
+DONE_PROGRESS = {"stage": "done", "percent": 100.0}
 
 
 def new_task_id() -> str:
@@ -111,6 +114,7 @@ class SqlQueue(EventQueue):
         run_at: datetime | None = None,
         target: str | None = None,
         task_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> tuple[Task, bool]:
         if max_attempts < 1:
             raise InvalidRequest("max_attempts must be at least 1", max_attempts=max_attempts)
@@ -128,6 +132,7 @@ class SqlQueue(EventQueue):
             "timeout_seconds": timeout_seconds,
             "target": target,
             "webhook_url": webhook_url,
+            "request_fingerprint": fingerprint,
             "now": now,
         }
         for _ in range(3):  # the keyed task may be purged between the two statements
@@ -141,6 +146,7 @@ class SqlQueue(EventQueue):
                 return task, True
             row = await self._row("get_task_by_key", {"idempotency_key": idempotency_key})
             if row is not None:
+                _same_request(row, idempotency_key, fingerprint)
                 return self._task(row), False
         raise Conflict(f"idempotency key {idempotency_key!r} is in flux; retry")
 
@@ -252,7 +258,13 @@ class SqlQueue(EventQueue):
         return task
 
     async def complete(self, task_id: str, owner: str, result: dict[str, Any]) -> Task:
-        return await self._finish("complete", task_id, owner, result=self.json_in(result))
+        return await self._finish(
+            "complete",
+            task_id,
+            owner,
+            result=self.json_in(result),
+            progress=self.json_in(DONE_PROGRESS),
+        )
 
     async def fail(
         self,
@@ -262,6 +274,7 @@ class SqlQueue(EventQueue):
         *,
         retryable: bool = False,
         backoff_seconds: float = 0.0,
+        progress: dict[str, Any] | None = None,
     ) -> Task:
         return await self._finish(
             "fail",
@@ -270,6 +283,7 @@ class SqlQueue(EventQueue):
             error=self.json_in(error),
             retryable=retryable,
             backoff_seconds=backoff_seconds,
+            progress=self._maybe(progress, self.json_in),
         )
 
     async def cancel(self, task_id: str) -> Task:
@@ -370,6 +384,19 @@ class SqlQueue(EventQueue):
         if await self._row(query, params) is None:
             delivery_id = params["id"]
             raise NotFound(f"no pending webhook delivery {delivery_id}", delivery_id=delivery_id)
+
+
+def _same_request(row: Row, key: str | None, fingerprint: str | None) -> None:
+    """Conflict if the keyed task was submitted for another request (both fingerprints known:
+    rows from before fingerprints, and callers that send none, are not compared)."""
+    kept = row["request_fingerprint"]
+    if fingerprint is not None and kept is not None and kept != fingerprint:
+        raise Conflict(
+            f"idempotency key {key!r} was already used for another request (task "
+            f"{row['id']}); send that request again unchanged, or use a new key for this one",
+            idempotency_key=key,
+            task_id=row["id"],
+        )
 
 
 def _cursor(cursor: str | None) -> int | None:

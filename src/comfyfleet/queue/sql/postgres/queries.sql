@@ -19,9 +19,9 @@ INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_task
 INSERT INTO tasks (id, priority, payload, idempotency_key, max_attempts, run_at,
-                   timeout_seconds, target, webhook_url, created_at)
+                   timeout_seconds, target, webhook_url, request_fingerprint, created_at)
 VALUES (%(id)s, %(priority)s, %(payload)s, %(idempotency_key)s, %(max_attempts)s, %(run_at)s,
-        %(timeout_seconds)s, %(target)s, %(webhook_url)s, %(now)s)
+        %(timeout_seconds)s, %(target)s, %(webhook_url)s, %(request_fingerprint)s, %(now)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -95,14 +95,17 @@ UPDATE tasks
 RETURNING cancel_requested, lease_expires_at;
 
 -- name: complete
+-- A succeeded task reads done at 100 percent, whatever the last heartbeat managed to record.
 UPDATE tasks
    SET status = 'succeeded', result = %(result)s, finished_at = %(now)s,
-       lease_expires_at = NULL
+       lease_expires_at = NULL, progress = %(progress)s
  WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
 RETURNING *;
 
 -- name: fail
 -- The CASEs all read the row as it was: retry while attempts remain, unless cancelled.
+-- A requeued task has no progress yet; a finished one keeps the stage it stopped in (the
+-- agent's last word, else the last heartbeat's).
 UPDATE tasks
    SET status = CASE WHEN cancel_requested THEN 'cancelled'
                      WHEN %(retryable)s AND attempts < max_attempts THEN 'queued'
@@ -116,6 +119,8 @@ UPDATE tasks
        lease_owner = CASE WHEN NOT cancel_requested AND %(retryable)s
                                AND attempts < max_attempts
                           THEN NULL ELSE lease_owner END,
+       progress = CASE WHEN NOT cancel_requested AND %(retryable)s AND attempts < max_attempts
+                       THEN NULL ELSE coalesce(%(progress)s, progress) END,
        error = %(error)s,
        lease_expires_at = NULL,
        deadline_at = NULL
@@ -131,7 +136,8 @@ UPDATE tasks
 RETURNING *;
 
 -- name: expire_leases
--- Past the deadline: failed (timeout). Lease lost: requeued while attempts remain.
+-- Past the deadline: failed (timeout). Lease lost: requeued while attempts remain (without
+-- the lost attempt's progress; a finished task keeps its last heartbeat's).
 WITH expired AS (
     SELECT id,
            coalesce(deadline_at <= %(now)s, false) AS overdue,
@@ -149,6 +155,7 @@ UPDATE tasks AS t
        finished_at = CASE WHEN e.retry THEN NULL ELSE %(now)s END,
        lease_owner = CASE WHEN e.retry THEN NULL ELSE t.lease_owner END,
        run_at = CASE WHEN e.retry THEN %(now)s ELSE t.run_at END,
+       progress = CASE WHEN e.retry THEN NULL ELSE t.progress END,
        lease_expires_at = NULL,
        deadline_at = NULL
   FROM expired AS e

@@ -16,9 +16,9 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 
 -- name: insert_task
 INSERT INTO tasks (id, priority, payload, idempotency_key, max_attempts, run_at,
-                   timeout_seconds, target, webhook_url, created_at)
+                   timeout_seconds, target, webhook_url, request_fingerprint, created_at)
 VALUES (:id, :priority, :payload, :idempotency_key, :max_attempts, :run_at,
-        :timeout_seconds, :target, :webhook_url, :now)
+        :timeout_seconds, :target, :webhook_url, :request_fingerprint, :now)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -80,13 +80,17 @@ UPDATE tasks
 RETURNING cancel_requested, lease_expires_at;
 
 -- name: complete
+-- A succeeded task reads done at 100 percent, whatever the last heartbeat managed to record.
 UPDATE tasks
-   SET status = 'succeeded', result = :result, finished_at = :now, lease_expires_at = NULL
+   SET status = 'succeeded', result = :result, finished_at = :now, lease_expires_at = NULL,
+       progress = :progress
  WHERE id = :id AND status = 'running' AND lease_owner = :owner
 RETURNING *;
 
 -- name: fail
 -- The CASEs all read the row as it was: retry while attempts remain, unless cancelled.
+-- A requeued task has no progress yet; a finished one keeps the stage it stopped in (the
+-- agent's last word, else the last heartbeat's).
 UPDATE tasks
    SET status = CASE WHEN cancel_requested THEN 'cancelled'
                      WHEN :retryable AND attempts < max_attempts THEN 'queued'
@@ -97,6 +101,8 @@ UPDATE tasks
                           THEN NULL ELSE :now END,
        lease_owner = CASE WHEN NOT cancel_requested AND :retryable AND attempts < max_attempts
                           THEN NULL ELSE lease_owner END,
+       progress = CASE WHEN NOT cancel_requested AND :retryable AND attempts < max_attempts
+                       THEN NULL ELSE coalesce(:progress, progress) END,
        error = :error,
        lease_expires_at = NULL,
        deadline_at = NULL
@@ -112,7 +118,8 @@ UPDATE tasks
 RETURNING *;
 
 -- name: expire_leases
--- Past the deadline: failed (timeout). Lease lost: requeued while attempts remain.
+-- Past the deadline: failed (timeout). Lease lost: requeued while attempts remain (without
+-- the lost attempt's progress; a finished task keeps its last heartbeat's).
 UPDATE tasks
    SET status = CASE WHEN cancel_requested THEN 'cancelled'
                      WHEN deadline_at <= :now THEN 'failed'
@@ -125,6 +132,8 @@ UPDATE tasks
                            AND attempts < max_attempts THEN NULL ELSE lease_owner END,
        run_at = CASE WHEN NOT cancel_requested AND NOT coalesce(deadline_at <= :now, 0)
                       AND attempts < max_attempts THEN :now ELSE run_at END,
+       progress = CASE WHEN NOT cancel_requested AND NOT coalesce(deadline_at <= :now, 0)
+                        AND attempts < max_attempts THEN NULL ELSE progress END,
        lease_expires_at = NULL,
        deadline_at = NULL
  WHERE status = 'running' AND (lease_expires_at <= :now OR deadline_at <= :now)
