@@ -15,13 +15,21 @@ $(STAMP): pyproject.toml
 .PHONY: setup serve test browser
 setup: $(STAMP)
 
-# The dashboard's tests drive a real headless Chromium (Debian's package; needs root or sudo).
+# The dashboard's tests drive a real headless Chromium: Debian's package, installed when missing
+# (needs root or password-less sudo; if that fails, the dashboard tests fail and say so).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v "$${CHROMIUM:-chromium}" >/dev/null || { \
+	  echo "make browser: installing Debian's chromium for the dashboard tests"; \
+	  log=$$($(SUDO) apt-get update -qq 2>&1 && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    NEEDRESTART_SUSPEND=1 apt-get install -y -qq chromium 2>&1) || { echo "$$log"; false; }; \
+	} || echo "make browser: could not install chromium; the dashboard tests will fail"
 
 serve: $(STAMP)
 	$(BIN)/comfyfleet serve $(ARGS)
 
+# PostgreSQL: the one at COMFYFLEET_TEST_POSTGRES if it answers, else the tests start their own.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)

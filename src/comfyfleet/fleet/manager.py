@@ -76,6 +76,7 @@ class Fleet:
         self.remotes: dict[str, Backend] = {}
         self._closers: list[Any] = []
         self._reaper: asyncio.Task[None] | None = None
+        self.workers: Any = None  # the worker manager (fleet.pools) when pools are configured
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,9 +86,16 @@ class Fleet:
         if self.settings.runpod_endpoint:
             self._add(self._runpod_agent())
         self._reaper = asyncio.create_task(self._reap(), name="fleet:reaper")
+        if getattr(self.settings, "pools", None):
+            from comfyfleet.fleet.pools import WorkerManager
+
+            self.workers = WorkerManager.from_settings(self)
+            await self.workers.start()
         log.info("fleet started: %s", ", ".join(self.agents) or "no local backends")
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,6 +118,31 @@ class Fleet:
             raise ValueError(f"two backends are named {agent.backend.name!r}")
         self.agents[agent.backend.name] = agent
         agent.start()
+
+    # --- backends that come and go (the worker manager's pools) -------------------------------
+    def add_backend(
+        self, name: str, url: str, labels: dict[str, str] | None = None
+    ) -> Backend:
+        """Feed one more ComfyUI with a local agent, now; returns its `Backend` (whose
+        ``running``/``delivering`` sets are the busy/idle view)."""
+        agent = self._local_agent(name, url)
+        agent.backend.labels = dict(labels or {})  # type: ignore[attr-defined]
+        self._add(agent)
+        return agent.backend
+
+    async def remove_backend(self, name: str) -> None:
+        """Stop feeding a backend added with `add_backend`: its agent stops (a running task is
+        interrupted and handed straight back to the queue) and its client is closed."""
+        agent = self.agents.pop(name, None)
+        if agent is None:
+            raise NotFound(f"no backend named {name!r}", backend=name)
+        await agent.stop()
+        client = getattr(agent.runner, "client", None)
+        if client is not None:
+            with contextlib.suppress(ValueError):
+                self._closers.remove(client.close)
+            with contextlib.suppress(Exception):
+                await client.close()
 
     def sink_for(self, task_id: str) -> Any:
         """The artifacts sink for a task (the gateway's store unless one was injected)."""
