@@ -5,7 +5,8 @@ imports its heavy dependencies only when a command runs, so `comfyfleet --help` 
 (`COMMAND_OWNERS`), so one command does not pay for every face's imports; ``--help`` and
 unlisted names build the whole app. ``comfyfleet worker`` goes further: ComfyUI's process is
 started before typer is even imported (`comfyfleet.worker.launch`), so it boots while the
-command line parser and the rest of the worker load.
+command line parser and the rest of the worker load. A bad setting (`SettingsError`) ends every
+command the same way: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -73,7 +74,16 @@ def main() -> None:
     only = sys.argv[1] if len(sys.argv) > 1 else None
     if only == "worker" and not {"--help", "-h"} & set(sys.argv[2:]):
         _launch_comfy()
-    build_app(only=only)()
+    try:
+        build_app(only=only)()
+    except ValueError as exc:
+        # A bad environment variable ends in one line, whichever command read it.
+        from comfyfleet.errors import SettingsError
+
+        if not isinstance(exc, SettingsError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _launch_comfy() -> None:

@@ -7,15 +7,48 @@ reference worker, the seeds), that name is accepted too, e.g. ``COMFYUI_URL`` or
 
 from __future__ import annotations
 
+import types
+import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+from comfyfleet.envforms import LIST_FORM, split_list
+from comfyfleet.errors import SettingsError
 
 
 def _env(field: str, *legacy: str) -> AliasChoices:
     return AliasChoices(f"COMFYFLEET_{field.upper()}", *legacy)
+
+
+# Lists read from the environment without pydantic-settings' JSON-only decoding.
+StrList = Annotated[list[str], NoDecode]
+PathList = Annotated[list[Path], NoDecode]
+
+_FORMS: dict[Any, str] = {
+    bool: "true or false (1/0, yes/no, on/off)",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    Path: "a path",
+}
+
+
+def expected_form(annotation: Any) -> str:
+    """What a value of ``annotation`` looks like in an environment variable."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return expected_form(inner[0])
+    if typing.get_origin(annotation) is list:
+        return LIST_FORM
+    return _FORMS.get(annotation, "a valid value")
 
 
 class Settings(BaseSettings):
@@ -117,15 +150,17 @@ class Settings(BaseSettings):
         validation_alias=_env("database_url"),
         description="postgresql://... to scale out; default is SQLite under data_dir.",
     )
-    backends: list[str] = Field(
+    backends: StrList = Field(
         default_factory=list,
         validation_alias=_env("backends"),
-        description="ComfyUI URLs the gateway feeds with local agents (JSON list).",
+        description="ComfyUI URLs (or name=URL) the gateway feeds with local agents "
+        "(comma-separated or a JSON list).",
     )
-    api_keys: list[str] = Field(
+    api_keys: StrList = Field(
         default_factory=list,
         validation_alias=_env("api_keys"),
-        description='Bearer keys as "token:role" with role submit, admin or agent (JSON list).',
+        description='Bearer keys as "token:role" with role read, submit, admin or agent '
+        "(comma-separated or a JSON list).",
     )
     lease_seconds: float = Field(default=30.0, validation_alias=_env("lease_seconds"))
     # --- fleet (dispatch) ------------------------------------------------------------------
@@ -154,6 +189,13 @@ class Settings(BaseSettings):
         validation_alias=_env("runpod_sync"),
         description="Use /runsync instead of /run + /status.",
     )
+    pools: list[str | dict[str, object]] | str = Field(
+        default_factory=list,
+        validation_alias=_env("pools"),
+        description="Worker pools the gateway starts and scales: NAME=PROVIDER:key=value,... "
+        "entries separated by ';' or a JSON list (of such strings or objects); see "
+        "docs/fleet.md, 'Worker pools'.",
+    )
     gateway_url: str | None = Field(
         default=None,
         validation_alias=_env("gateway_url"),
@@ -168,6 +210,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("agent_name"),
         description="`comfyfleet agent`: backend name (default: the ComfyUI host:port).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        validation_alias=_env("api_key"),
+        description="SDK/CLI (`comfyfleet submit`): bearer token sent to a gateway.",
     )
     webhook_secret: str | None = Field(default=None, validation_alias=_env("webhook_secret"))
     webhook_max_attempts: int = Field(
@@ -187,11 +234,15 @@ class Settings(BaseSettings):
     )
 
     # --- models and volumes ---------------------------------------------------------------
-    model_roots: list[Path] = Field(default_factory=list, validation_alias=_env("model_roots"))
-    volume_bases: list[Path] = Field(
+    model_roots: PathList = Field(
+        default_factory=list,
+        validation_alias=_env("model_roots"),
+        description="Model folders to use as they are (comma-separated or a JSON list).",
+    )
+    volume_bases: PathList = Field(
         default_factory=lambda: [Path("/runpod-volume"), Path("/workspace")],
         validation_alias=_env("volume_bases"),
-        description="Mount points searched for model roots (JSON list).",
+        description="Mount points searched for model roots (comma-separated or a JSON list).",
     )
     models: str | None = Field(
         default=None,
@@ -217,6 +268,58 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", validation_alias=_env("log_level"))
     log_json: bool = Field(default=False, validation_alias=_env("log_json"))
+
+    _lists = field_validator("backends", "api_keys", "model_roots", "volume_bases", mode="before")(
+        split_list
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """As pydantic-settings reads it, but a bad value raises `SettingsError`: one line
+        naming the variable, the value and the expected form (not a validation traceback)."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_errors(exc), errors=_summaries(exc)) from None
+        except SourceError as exc:  # a source failed before validation
+            raise SettingsError(str(exc)) from None
+
+
+def variable(key: str) -> str:
+    """The environment variable for a field name or alias (an alias is already one)."""
+    field = Settings.model_fields.get(key)
+    if field is None:
+        return key
+    return f"COMFYFLEET_{key.upper()}"
+
+
+def _summaries(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"variable": variable(str(e["loc"][0])) if e["loc"] else None, "message": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """``COMFYFLEET_PORT='abc': Input should be ... (expected a whole number)``; one clause
+    per error, joined on one line."""
+    by_alias = {
+        str(alias): name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.validation_alias, AliasChoices)
+        for alias in info.validation_alias.choices
+    }
+    parts = []
+    for error in exc.errors(include_url=False):
+        key = str(error["loc"][0]) if error["loc"] else ""
+        name = by_alias.get(key, key)
+        info = Settings.model_fields.get(name)
+        form = expected_form(info.annotation) if info is not None else "a valid value"
+        shown = error.get("input")
+        value = f"={shown!r}" if isinstance(shown, str | int | float) else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = variable(key) + "".join(f"[{part}]" for part in error["loc"][1:])
+        parts.append(f"{where}{value}: {message} (expected {form})")
+    return "invalid setting: " + "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,8 @@ whether a queue may ``retryable``-retry it on another backend, and structured ``
     │   ├── ManifestError             400  model manifest / MODELS list is malformed
     │   ├── ModelDownloadError        502  download failed (retryable)
     │   └── ChecksumMismatch          502  downloaded bytes do not match sha256/size
-    └── QueueError                    500  queue engine failure
+    ├── QueueError                    500  queue engine failure
+    └── SettingsError                 500  an environment variable or setting is invalid
 """
 
 from __future__ import annotations
@@ -268,4 +269,15 @@ class QueueError(ComfyFleetError):
     """The job queue failed."""
 
     code = "queue_error"
+    status = 500
+
+
+class SettingsError(ComfyFleetError, ValueError):
+    """A setting (environment variable or config value) is invalid.
+
+    The message is one line naming each variable, the value and the form it expects; it is
+    also a ValueError, so callers that treat a bad setting as a bad value keep working.
+    """
+
+    code = "invalid_setting"
     status = 500

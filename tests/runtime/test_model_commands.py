@@ -62,6 +62,24 @@ def test_paths_prints_yaml_for_explicit_roots(cli, tmp_path: Path) -> None:
     assert yaml.safe_load(result.stdout.split("\n", 1)[1]) is not None
 
 
+def test_paths_root_above_the_models_uses_them_and_says_so(cli, tmp_path: Path) -> None:
+    (tmp_path / "vol/comfyui/models/loras").mkdir(parents=True)
+    result = invoke(cli, ["paths", "--root", str(tmp_path / "vol")])
+    assert result.exit_code == 0, result.output
+    (section,) = yaml.safe_load(result.stdout.split("\n", 1)[1]).values()
+    assert section["base_path"] == str(tmp_path / "vol/comfyui/models")
+    assert f"using the models at {tmp_path / 'vol/comfyui/models'}" in result.stderr
+
+
+def test_paths_root_without_models_warns(cli, tmp_path: Path) -> None:
+    (tmp_path / "vol/notes").mkdir(parents=True)
+    result = invoke(cli, ["paths", "--root", str(tmp_path / "vol")])
+    assert result.exit_code == 0
+    assert f"warning: root {tmp_path / 'vol'} holds none of ComfyUI's model folders" in (
+        result.stderr
+    )
+
+
 def test_manifest_error_exits_2_with_the_precise_message(cli, tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
     manifest.write_text("- url: https://x/a.bin\n  folder: vae\n  sha256: short\n")

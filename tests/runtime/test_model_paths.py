@@ -77,6 +77,38 @@ def test_missing_configured_root_is_reported(tmp_path: Path) -> None:
     assert found.roots == [] and found.missing == [tmp_path / "nope"]
 
 
+@pytest.mark.parametrize(
+    ("rel", "layout"),
+    [
+        ("comfyui/models", "comfyui"),
+        ("ComfyUI/models", "comfyui"),
+        ("models", "comfyui"),
+        ("SwarmUI/Models", "swarmui"),
+    ],
+)
+def test_a_root_given_one_level_too_high_finds_the_models_below(
+    tmp_path: Path, rel: str, layout: str
+) -> None:
+    mkdirs(tmp_path / "vol", f"{rel}/loras")
+    found = detect_roots([tmp_path / "vol"], bases=[])
+    assert [(r.path, r.layout) for r in found.roots] == [(tmp_path / "vol" / rel, layout)]
+    assert found.descended == {tmp_path / "vol": tmp_path / "vol" / rel}
+    assert found.empty == []
+
+
+def test_a_root_with_model_folders_is_used_as_given(tmp_path: Path) -> None:
+    mkdirs(tmp_path / "vol", "checkpoints", "models/loras")  # its own folders win
+    found = detect_roots([tmp_path / "vol"], bases=[])
+    assert [r.path for r in found.roots] == [tmp_path / "vol"] and found.descended == {}
+
+
+def test_a_root_without_models_anywhere_is_reported_empty(tmp_path: Path) -> None:
+    mkdirs(tmp_path / "vol", "notes")
+    found = detect_roots([tmp_path / "vol"], bases=[])
+    assert [r.path for r in found.roots] == [tmp_path / "vol"]
+    assert found.empty == [tmp_path / "vol"]
+
+
 def test_yaml_covers_every_folder_comfyui_lists(tmp_path: Path) -> None:
     recorded = next(
         e["response"]["json"]

@@ -40,6 +40,10 @@ ENVS = [
         "comfyui_dir": "relative/ComfyUI",
         "COMFYFLEET_LOG_JSON": "0",
     },
+    {  # the comma-separated form of list settings
+        "COMFYFLEET_MODEL_ROOTS": "/a/models, /b",
+        "COMFYFLEET_VOLUME_BASES": "/mnt/vol",
+    },
 ]
 
 
@@ -58,7 +62,7 @@ def test_launch_settings_agree_with_settings(env: dict[str, str], monkeypatch) -
     "env",
     [
         {"COMFYFLEET_COMFY_READY_TIMEOUT": "soon"},
-        {"COMFYFLEET_MODEL_ROOTS": "/not/json"},
+        {"COMFYFLEET_MODEL_ROOTS": "[not json"},
         {"COMFYFLEET_LOG_JSON": "maybe"},
     ],
 )

@@ -13,10 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from comfyfleet.config import Settings
-from comfyfleet.errors import InvalidRequest
+from comfyfleet.errors import InvalidRequest, SettingsError
 from comfyfleet.gateway.state import DEMO_LABEL, Gateway, describe_database
 
 
@@ -68,8 +66,10 @@ def build_settings(
         values["backends"] = list(comfy)
     try:
         settings = Settings(**values)
-    except ValidationError as exc:
-        raise ConfigFileError(f"invalid settings: {exc}") from exc
+    except SettingsError as exc:  # one line naming the setting; say where it came from
+        where = f" (config file {config}, flags or environment)" if config else ""
+        detail = exc.message.removeprefix("invalid setting: ")
+        raise ConfigFileError(f"invalid settings{where}: {detail}") from None
     if not settings.backends and not demo:
         settings = settings.model_copy(update={"backends": [settings.comfy_url]})
     return settings

@@ -65,6 +65,16 @@ def paths(
     found = _detect(_settings(), root, create=create)
     for missing in found.missing:
         typer.secho(f"configured root {missing} does not exist", err=True, fg="yellow")
+    for given, used in found.descended.items():
+        typer.secho(f"root {given}: using the models at {used}", err=True, fg="yellow")
+    for empty in found.empty:
+        typer.secho(
+            f"warning: root {empty} holds none of ComfyUI's model folders (checkpoints, loras, "
+            "...) and no usual layout (comfyui/models, ComfyUI/models, models, SwarmUI/Models) "
+            "below it; the paths written name folders that do not exist (--create makes them)",
+            err=True,
+            fg="yellow",
+        )
     if not found.roots:
         raise _fail("no model root found (mount a volume or pass --root DIR)")
     text, created, report = generate(found.roots, write=write, create=create, symlink_into=symlink)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from comfyfleet.models.folders import ALL_FOLDERS, canonical
+from comfyfleet.models.folders import ALL_FOLDERS, canonical, top_level_dirs
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,13 @@ class ModelRoot:
 
 @dataclass
 class Detection:
-    """Roots found, in precedence order, plus configured roots that were missing."""
+    """Roots found, in precedence order, plus configured roots that were missing, that led to
+    the models below them (``descended``: given -> used) or that hold no model folder yet."""
 
     roots: list[ModelRoot] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
+    descended: dict[Path, Path] = field(default_factory=dict)
+    empty: list[Path] = field(default_factory=list)
 
     @property
     def primary(self) -> ModelRoot | None:
@@ -89,6 +92,37 @@ def candidate_roots(bases: Iterable[Path] = DEFAULT_BASES) -> list[ModelRoot]:
     ]
 
 
+def has_model_folders(path: Path) -> bool:
+    """True when ``path`` holds at least one of ComfyUI's (or SwarmUI's) model folders."""
+    known = set(top_level_dirs()) | {d for dirs in SWARM_DIRS.values() for d in dirs}
+    return any(name in known for name in subdirs(path))
+
+
+def models_below(path: Path) -> ModelRoot | None:
+    """The first usual layout under ``path`` (``comfyui/models``, ``ComfyUI/models``,
+    ``models``, ``SwarmUI/Models``, ...) that exists, for a root given one level too high."""
+    for rel, layout in CANDIDATES:
+        if (path / rel).is_dir():
+            return ModelRoot(path / rel, layout, source="configured")
+    return None
+
+
+def _configured(root: ModelRoot, found: Detection, create: bool) -> ModelRoot:
+    """A configured root as given, or the models below it when it holds no model folder
+    itself (``--root /workspace`` where the models sit at ``/workspace/ComfyUI/models``)."""
+    if has_model_folders(root.path):
+        return root
+    below = models_below(root.path)
+    if below is not None:
+        found.descended[root.path] = below.path
+        log.info("configured model root %s: using the models at %s", root.path, below.path)
+        return below
+    if not create:
+        found.empty.append(root.path)
+        log.info("configured model root %s holds none of ComfyUI's model folders", root.path)
+    return root
+
+
 def detect_roots(
     configured: Sequence[Path] = (),
     *,
@@ -97,6 +131,8 @@ def detect_roots(
 ) -> Detection:
     """Configured roots first (created when ``create``), then every existing volume candidate.
 
+    A configured root that holds no model folder but has a usual layout below it is replaced
+    by that (`Detection.descended`); one with neither is kept and listed in `Detection.empty`.
     Roots that are the same directory (a symlinked mount, a case-insensitive file system) are
     kept once, by device and inode.
     """
@@ -113,8 +149,13 @@ def detect_roots(
                 found.missing.append(root.path)
                 log.warning("configured model root %s does not exist", root.path)
             continue
+        if not os.path.isdir(root.path):
+            continue
+        if root.source == "configured":
+            root = _configured(root, found, create)
+            st = os.stat(root.path)
         key = (st.st_dev, st.st_ino)
-        if not os.path.isdir(root.path) or key in seen:
+        if key in seen:
             continue
         seen.add(key)
         found.roots.append(root)

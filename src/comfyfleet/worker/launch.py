@@ -13,13 +13,14 @@ builds its option parsers with pydantic).
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from comfyfleet.envforms import LIST_FORM, split_list
 
 if TYPE_CHECKING:
     from comfyfleet.comfy.supervisor import Supervisor
@@ -91,9 +92,9 @@ class LaunchSettings:
 
 
 def _paths(text: str) -> list[Path]:
-    value = json.loads(text)
+    value = split_list(text)  # the forms Settings accepts: a,b or ["a","b"]
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ValueError(f"expected a JSON list of paths, got {text!r}")
+        raise ValueError(f"expected {LIST_FORM} of paths, got {text!r}")
     return [Path(p) for p in value]
 
 
