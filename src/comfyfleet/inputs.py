@@ -1,10 +1,12 @@
 """Input images: base64, data URIs and http(s) URLs turned into verified bytes with safe names.
 
 URLs are the dangerous case (a request can point us at the cloud metadata service or a
-database on the private network), so every hop — the first URL and each redirect — is checked:
-http(s) only, and unless ``allow_private_urls`` the host's every address must be public. The
-addresses checked are the addresses connected to (a pinned resolver), so a DNS answer cannot
-change between the check and the connection. Bodies stream under ``max_input_bytes``.
+database on the private network), so every hop — the first URL and each redirect — is checked
+by the one URL policy (`comfyfleet.urls`): what is wrong without DNS (scheme, credentials, a
+literal private address) is refused at submit already, and here, unless ``allow_private_urls``,
+the host's every address must be public. The addresses checked are the addresses connected to
+(a pinned resolver), so a DNS answer cannot change between the check and the connection.
+Bodies stream under ``max_input_bytes``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import re
 import socket
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -29,9 +30,9 @@ from yarl import URL
 from comfyfleet.config import Settings
 from comfyfleet.errors import ForbiddenURL, InputImageError, PayloadTooLarge
 from comfyfleet.jobs import InputImage
+from comfyfleet.urls import check_url, is_forbidden_address, looks_like_url
 
 _REDIRECTS = {301, 302, 303, 307, 308}
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 
@@ -71,7 +72,7 @@ async def decode_image(image: InputImage, index: int, settings: Settings) -> Dec
         declared, data = _data_uri(source, label, settings.max_input_bytes)
     elif source[:7].lower() == "http://" or source[:8].lower() == "https://":
         data, declared = await fetch_url(source, settings, label=label)
-    elif _SCHEME.match(source) and "://" in source[:20]:
+    elif looks_like_url(source):
         raise ForbiddenURL(f"{label}: only http(s) URLs may be fetched", url=source[:200])
     else:
         data = _b64(source, label, settings.max_input_bytes)
@@ -201,6 +202,7 @@ async def _admit(
 ) -> None:
     if url.scheme not in ("http", "https") or not url.host:
         raise ForbiddenURL(f"{label}: only http(s) URLs may be fetched", url=str(url)[:200])
+    check_url(str(url), field=label, allow_private=True)  # form here; addresses below
     if settings.allow_private_urls:
         return
     host, port = url.host, url.port or (443 if url.scheme == "https" else 80)
@@ -211,19 +213,12 @@ async def _admit(
     results: list[ResolveResult] = []
     for family, _type, proto, _canon, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-        if _private(address):
+        if is_forbidden_address(address):
             raise ForbiddenURL(
                 f"{label}: {host} resolves to a non-public address ({address})", url=str(url)
             )
         results.append(_result(host, str(sockaddr[0]), port, family, proto))
     pins[host] = results
-
-
-def _private(address: Any) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return not address.is_global or address.is_multicast or address.is_reserved
 
 
 def _result(host: str, ip: str, port: int, family: int, proto: int) -> ResolveResult:

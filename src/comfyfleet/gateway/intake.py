@@ -15,12 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from comfyfleet.errors import (
-    ForbiddenURL,
     InvalidRequest,
     TemplateNotFound,
     WorkflowValidationError,
@@ -28,6 +26,7 @@ from comfyfleet.errors import (
 from comfyfleet.gateway.artifacts import is_safe_segment
 from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
 from comfyfleet.jobs import JobSpec, new_id
+from comfyfleet.urls import check_url, looks_like_url
 from comfyfleet.worker.formats import fold_graph_prompt
 
 Source = Literal["native", "seed", "runpod"]
@@ -66,9 +65,11 @@ def parse_submission(
     templates_dir: Path | None,
     default_template: str | None = None,
     catalogues: Sequence[dict[str, Any]] = (),
+    allow_private_urls: bool = False,
 ) -> Submission:
     """Validate one of the three body shapes; InvalidRequest (or a subclass) if it is wrong.
-    An inline workflow is also checked against the backends' known ``catalogues``."""
+    An inline workflow is also checked against the backends' known ``catalogues``; image and
+    model URLs against the URL policy (`check_urls`)."""
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     if "input" in data:
@@ -81,6 +82,7 @@ def parse_submission(
         submission = Submission(spec, _options(native), "native")
     if submission.options.webhook is not None:
         check_webhook_url(submission.options.webhook)
+    check_urls(submission.spec, allow_private=allow_private_urls)
     if submission.spec.template is not None:
         check_template(submission.spec.template, templates_dir)
     elif catalogues:
@@ -177,28 +179,21 @@ def describe(errors: list[dict[str, Any]]) -> str:
     return "invalid request: " + "; ".join(parts) + more
 
 
+def check_urls(spec: JobSpec, *, allow_private: bool) -> None:
+    """`ForbiddenURL` naming the field (``images[1].image``, ``models[0].url``) for an input
+    URL that is wrong without a DNS lookup; names are resolved and checked at fetch time."""
+    for index, image in enumerate(spec.images):
+        source = image.image.strip()
+        if looks_like_url(source):
+            check_url(source, field=f"images[{index}].image", allow_private=allow_private)
+    for index, model in enumerate(spec.models):
+        check_url(model.url, field=f"models[{index}].url", allow_private=allow_private)
+
+
 def check_webhook_url(url: str) -> None:
-    """Only absolute http(s) URLs with a host; no credentials, no whitespace."""
-    try:
-        parts = urlsplit(url)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or not port_ok
-        or parts.username is not None
-        or any(ch.isspace() for ch in url)
-    ):
-        raise ForbiddenURL(
-            "webhook must be an absolute http:// or https:// URL with a host "
-            "(no credentials, no spaces)",
-            field="webhook",
-            url=url[:200],
-        )
+    """Only absolute http(s) URLs with a host; no credentials, no whitespace. A receiver on
+    the private network is allowed: it is where a self-hosted gateway's callers often live."""
+    check_url(url, field="webhook", allow_private=True)
 
 
 def check_template(name: str, templates_dir: Path | None) -> None:

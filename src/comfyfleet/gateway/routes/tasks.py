@@ -68,6 +68,7 @@ async def create_task(
         templates_dir=settings.templates_dir,
         default_template=settings.default_template,
         catalogues=gateway.fleet.catalogues(),
+        allow_private_urls=settings.allow_private_urls,
     )
     options = submission.options
     task, created = await gateway.queue.submit(
