@@ -13,13 +13,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from comfyfleet.client import AsyncClient, Client, Result
     from comfyfleet.errors import ComfyFleetError
     from comfyfleet.jobs import Artifact, JobResult, JobSpec, Progress
 
 __version__ = "0.1.0"
-__all__ = ["Artifact", "ComfyFleetError", "JobResult", "JobSpec", "Progress", "__version__"]
+__all__ = [
+    "Artifact",
+    "AsyncClient",
+    "Client",
+    "ComfyFleetError",
+    "JobResult",
+    "JobSpec",
+    "Progress",
+    "Result",
+    "__version__",
+]
 
 _EXPORTS = {
+    "AsyncClient": "comfyfleet.client",
+    "Client": "comfyfleet.client",
+    "Result": "comfyfleet.client",
     "ComfyFleetError": "comfyfleet.errors",
     "Artifact": "comfyfleet.jobs",
     "JobResult": "comfyfleet.jobs",

@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         validation_alias=_env("api_key"),
         description="SDK/CLI (`comfyfleet submit`): bearer token sent to a gateway.",
     )
+    api_key: str | None = Field(
+        default=None,
+        validation_alias=_env("api_key"),
+        description="SDK/CLI (`comfyfleet submit`): bearer token sent to a gateway.",
+    )
     webhook_secret: str | None = Field(default=None, validation_alias=_env("webhook_secret"))
     webhook_max_attempts: int = Field(
         default=8, ge=1, validation_alias=_env("webhook_max_attempts")

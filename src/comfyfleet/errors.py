@@ -18,6 +18,7 @@ whether a queue may ``retryable``-retry it on another backend, and structured ``
     ├── AuthError                     401  missing or wrong token
     │   └── Forbidden                 403  token lacks the role
     ├── ResourceExhausted             503  memory/disk below threshold before a job
+    ├── ServiceUnavailable            503  a gateway or RunPod endpoint is unreachable (retryable)
     ├── ComfyError                    502  ComfyUI misbehaved
     │   ├── ComfyUnavailable          503  ComfyUI cannot be reached (retryable)
     │   │   └── ComfyCrashed          503  ComfyUI's process died during the job (retryable)
@@ -165,6 +166,14 @@ class ResourceExhausted(ComfyFleetError):
     """Not enough free memory or disk to run the job safely."""
 
     code = "resource_exhausted"
+    status = 503
+    retryable = True
+
+
+class ServiceUnavailable(ComfyFleetError):
+    """A comfyfleet service (gateway, RunPod endpoint, worker API) cannot be reached."""
+
+    code = "service_unavailable"
     status = 503
     retryable = True
 

@@ -1,12 +1,45 @@
-"""The SDK: run a job against a ComfyUI from Python in one call (the CLI's ``run`` uses the same
-pipeline). For many jobs, keep one `comfyfleet.comfy.Client` open and call
-`comfyfleet.execute.execute` yourself: the client's websocket and object_info are then reused."""
+"""The SDK: `Client` / `AsyncClient` submit jobs to a gateway, a RunPod endpoint, a worker's
+local API or a bare ComfyUI with one API (see docs/sdk.md); `run` runs one `JobSpec` on a
+ComfyUI in one call (what ``comfyfleet run`` uses).
+
+    clients.py   Client, AsyncClient            jobs.py      AsyncJob, Job (wait, progress, cancel)
+    request.py   arguments -> JobSpec           results.py   Result, Output, ProgressEvent
+    transport.py httpx, retries, error decoding targets/     one module per target
+
+Names are imported on first use, so ``import comfyfleet.client`` stays cheap.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from comfyfleet.jobs import JobResult, JobSpec
+if TYPE_CHECKING:
+    from comfyfleet.client.clients import AsyncClient, Client
+    from comfyfleet.client.jobs import AsyncJob, Job
+    from comfyfleet.client.results import Output, ProgressEvent, Result
+    from comfyfleet.jobs import JobResult, JobSpec
+
+EXPORTS = {
+    "AsyncClient": "comfyfleet.client.clients",
+    "Client": "comfyfleet.client.clients",
+    "AsyncJob": "comfyfleet.client.jobs",
+    "Job": "comfyfleet.client.jobs",
+    "Output": "comfyfleet.client.results",
+    "ProgressEvent": "comfyfleet.client.results",
+    "Result": "comfyfleet.client.results",
+}
+__all__ = ["AsyncClient", "AsyncJob", "Client", "Job", "Output", "ProgressEvent", "Result", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    module = EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 async def run(
