@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
 import pytest
 
-from .gateway_helpers import ENGINES, WORKFLOW, Served
+from comfyfleet.config import Settings
+from comfyfleet.gateway.app import create_app
+from comfyfleet.testing import ComfyTestServer
+
+from .gateway_helpers import ENGINES, WORKFLOW, Served, serve
 
 
 @pytest.fixture(params=ENGINES)
@@ -86,6 +94,36 @@ async def test_idempotency_key_returns_the_same_task(gateway: Served) -> None:
     assert await gateway.count_tasks() == 1
 
 
+async def test_idempotency_key_reused_for_another_request_is_a_conflict(gateway: Served) -> None:
+    headers = {"Idempotency-Key": "order-7"}
+    async with gateway.client() as http:
+        first = await http.post("/api/v1/tasks", json={"workflow": WORKFLOW}, headers=headers)
+        other = await http.post(
+            "/api/v1/tasks", json={"workflow": WORKFLOW, "priority": 3}, headers=headers
+        )
+        in_body = await http.post(
+            "/api/v1/tasks",
+            json={"workflow": WORKFLOW, "prompt": "x", "idempotency_key": "order-7"},
+        )
+        # the same request, spelled with other key order and spacing: a replay
+        respelled = await http.post(
+            "/api/v1/tasks?wait=0",
+            content=json.dumps({"workflow": WORKFLOW}, indent=2).encode(),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+    assert first.status_code == 201
+    assert other.status_code == in_body.status_code == 409
+    error = other.json()["error"]
+    assert error["code"] == "conflict"
+    assert error["message"] == (
+        f"idempotency key 'order-7' was already used for another request (task "
+        f"{first.json()['id']}); send that request again unchanged, or use a new key for this one"
+    )
+    assert error["details"] == {"idempotency_key": "order-7", "task_id": first.json()["id"]}
+    assert respelled.status_code == 200 and respelled.json()["id"] == first.json()["id"]
+    assert await gateway.count_tasks() == 1
+
+
 async def test_get_shows_position_in_priority_order(gateway: Served) -> None:
     async with gateway.client() as http:
         low = (await http.post("/api/v1/tasks", json={"workflow": WORKFLOW})).json()
@@ -151,3 +189,53 @@ async def test_cancel_a_running_task_asks_its_agent_to_stop(gateway: Served) -> 
     assert response.json()["cancel_requested"] is True
     answer = await queue.heartbeat(task["id"], "remote-agent", 30)
     assert answer.cancel_requested
+
+
+@pytest.fixture
+async def backed(
+    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
+) -> AsyncIterator[Served]:
+    """A gateway whose local agent runs tasks on the ComfyUI test server."""
+    async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
+        yield served
+
+
+def slow_then(last: dict[str, Any]) -> dict[str, Any]:
+    """EmptyImage -> FleetTestSlow (4 progress steps) -> ``last`` -> SaveImage."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 0},
+        },
+        "2": {
+            "class_type": "FleetTestSlow",
+            "inputs": {"image": ["1", 0], "steps": 4, "seconds_per_step": 0.02},
+        },
+        "3": {**last, "inputs": {"image": ["2", 0], **last.get("inputs", {})}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "p"}},
+    }
+
+
+async def test_a_finished_task_reads_done_at_100_percent(backed: Served) -> None:
+    graph = slow_then({"class_type": "ImageInvert"})
+    async with backed.client() as http:
+        done = await http.post("/api/v1/tasks?wait=60", json={"workflow": graph})
+        again = await http.get(done.json()["links"]["self"])
+    assert done.json()["status"] == "succeeded"
+    assert (
+        done.json()["progress"] == again.json()["progress"] == {"stage": "done", "percent": 100.0}
+    )
+
+
+async def test_a_failed_task_reads_the_stage_it_died_in(backed: Served) -> None:
+    graph = slow_then({"class_type": "FleetTestFail", "inputs": {"message": "on purpose"}})
+    async with backed.client() as http:
+        body = {"workflow": graph, "max_attempts": 1}
+        failed = (await http.post("/api/v1/tasks?wait=60", json=body)).json()
+    assert failed["status"] == "failed"
+    progress = failed["progress"]
+    assert (progress["stage"], progress["node"], progress["class_type"]) == (
+        "running",
+        "3",
+        "FleetTestFail",
+    )

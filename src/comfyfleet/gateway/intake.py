@@ -10,6 +10,7 @@ In the native and RunPod bodies a ``prompt`` that is an object is the API graph 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,15 @@ def decode_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def request_fingerprint(data: dict[str, Any]) -> str:
+    """What a request asks for, as a hash kept with its task: an ``Idempotency-Key`` reused
+    for another request is refused (409), the same one replayed. The key itself (header or
+    body field) and JSON spelling (key order, spaces) do not count."""
+    asked = {name: value for name, value in data.items() if name != "idempotency_key"}
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def parse_submission(

@@ -13,7 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from comfyfleet.gateway import sse
 from comfyfleet.gateway.deps import GatewayDep, QueueDep, Reader, Submitter
-from comfyfleet.gateway.intake import decode_json, parse_submission
+from comfyfleet.gateway.intake import decode_json, parse_submission, request_fingerprint
 from comfyfleet.gateway.schemas import ERROR_RESPONSES, TaskOut, TaskPageOut, request_body
 from comfyfleet.gateway.views import task_out
 from comfyfleet.queue import Task, TaskStatus
@@ -63,18 +63,21 @@ async def create_task(
     RunPod's ``{input, webhook, policy}``. Everything is validated before the task is written,
     so a 4xx never leaves a task behind."""
     settings = gateway.settings
+    data = decode_json(await request.body())
     submission = parse_submission(
-        decode_json(await request.body()),
+        data,
         templates_dir=settings.templates_dir,
         default_template=settings.default_template,
         catalogues=gateway.fleet.catalogues(),
         allow_private_urls=settings.allow_private_urls,
     )
     options = submission.options
+    key = options.idempotency_key or idempotency_key
     task, created = await gateway.queue.submit(
         submission.payload(),
         priority=options.priority,
-        idempotency_key=options.idempotency_key or idempotency_key,
+        idempotency_key=key,
+        fingerprint=request_fingerprint(data) if key else None,
         max_attempts=options.max_attempts or settings.max_attempts,
         timeout_seconds=submission.spec.timeout or settings.job_timeout,
         webhook_url=options.webhook,
