@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,60 @@ async def test_sync_failure_exits_1(cli, fileserver, tmp_path: Path) -> None:
     args = ["models", "sync", "-m", str(manifest), "--root", str(tmp_path)]
     result = await asyncio.to_thread(invoke, cli, args)
     assert result.exit_code == 1 and "HTTP 404" in result.output
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sync_offline_fails_in_one_line_naming_entry_source_and_remedy(cli, tmp_path) -> None:
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/a.safetensors"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump([{"url": url, "folder": "loras"}]))
+    root = tmp_path / "models"
+    result = invoke(cli, ["models", "sync", "-m", str(manifest), "--root", str(root)])
+    assert result.exit_code == 1
+    dest = root / "loras/a.safetensors"
+    assert result.output.splitlines() == [
+        f"    failed {dest}: {url}: connection to 127.0.0.1:{port} refused; "
+        f"check the network and the URL, or put the file at {dest}"
+    ]
+
+
+async def test_sync_with_hf_hub_offline_touches_no_network(fileserver, tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh process, as a user runs
+    it. The endpoint is our loopback server, so a request made anyway would show up there."""
+    fileserver.add_hf("org/model", "m.bin", BODY)
+    root = tmp_path / "models"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_ENDPOINT": fileserver.url,
+        "MODELS": "org/model:m.bin:vae",
+        "COMFYFLEET_HF_CACHE_DIR": str(tmp_path / "empty-cache"),
+        "COMFYFLEET_VOLUME_BASES": "[]",
+    }
+    code = "from comfyfleet.cli import main; main()"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "models", "sync", "--root", str(root),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, err
+    assert out == b""
+    assert err.decode().splitlines() == [
+        f"    failed {root / 'vae/m.bin'}: hf://org/model/m.bin: not in the host cache, and "
+        "HF_HUB_OFFLINE=1 forbids downloading; pre-seed the host cache "
+        "(COMFYFLEET_HF_CACHE_DIR) or unset HF_HUB_OFFLINE"
+    ]
+    assert fileserver.hits == []
+
+
+def test_list_prints_whole_paths_when_not_on_a_terminal(cli, tmp_path: Path) -> None:
+    root = tmp_path / ("a-rather-long-folder-name-" * 4) / "models"
+    result = invoke(cli, ["models", "list", "--root", str(root)], MODELS="org/vae:ae.bin:vae")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"missing  vae          ae.bin  {root / 'vae/ae.bin'}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -213,3 +214,39 @@ def test_hf_url_and_cache_lookup(hf_cache, tmp_path: Path) -> None:
     assert find_cached(tmp_path / "hub", "org/n", "a/b.bin", commit) == snap
     assert find_cached(tmp_path, "org/n", "a/b.bin", "v2") is None
     assert find_cached(tmp_path, "org/other", "a/b.bin", None) is None
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_unreachable_hub_fails_at_once_with_what_to_do(tmp_path: Path) -> None:
+    """huggingface_hub alone retries for ~23 s and then prints a page; we say it in a line."""
+    port = closed_port()
+    entry = ModelEntry(repo="org/model", file="m.bin", folder="vae")
+    sources = Sources(hf_endpoint=f"http://127.0.0.1:{port}")
+    (out,) = await sync([entry], ModelRoot(tmp_path), sources=sources)
+    assert isinstance(out.error, ModelDownloadError) and out.how is None
+    assert out.error.message == (
+        f"hf://org/model/m.bin: connection to 127.0.0.1:{port} refused; check the network "
+        "(or HF_ENDPOINT), or pre-seed the host cache (COMFYFLEET_HF_CACHE_DIR)"
+    )
+    assert out.error.details["reason"] == "unreachable"
+
+
+async def test_unreachable_url_is_not_retried(tmp_path: Path) -> None:
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/a.bin"
+    (out,) = await sync(
+        [ModelEntry(url=url, folder="loras")], ModelRoot(tmp_path), sources=Sources()
+    )
+    dest = tmp_path / "loras/a.bin"
+    assert isinstance(out.error, ModelDownloadError)
+    assert out.error.message == (
+        f"{url}: connection to 127.0.0.1:{port} refused; check the network and the URL, "
+        f"or put the file at {dest}"
+    )
+    assert not dest.exists() and not dl.part_path(dest).exists()

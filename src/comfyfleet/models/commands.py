@@ -135,6 +135,7 @@ def sync_cmd(
     import asyncio
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -161,7 +162,8 @@ def sync_cmd(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bars:
+    quiet = not console.is_terminal  # a pipe or a log gets the result lines only
+    with Progress(*columns, console=console, transient=True, disable=quiet) as bars:
 
         def progress_for(entry: ModelEntry) -> Callable[[int, int | None], None]:
             task = bars.add_task(f"{entry.folder}/{entry.name}", total=entry.size, start=False)
@@ -183,12 +185,13 @@ def sync_cmd(
             )
         )
     failed = 0
-    for o in outcomes:
+    for o in outcomes:  # one line each, never wrapped: logs and scripts read them
         if o.error is None:
-            console.print(f"[green]{o.how:>10}[/] {o.path}")
+            console.print(f"[green]{o.how:>10}[/] {o.path}", soft_wrap=True, highlight=False)
         else:
             failed += 1
-            console.print(f"[red]{'failed':>10}[/] {o.path}: {o.error.message}")
+            line = f"[red]{'failed':>10}[/] {o.path}: {escape(o.error.message)}"
+            console.print(line, soft_wrap=True, highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -226,13 +229,18 @@ def list_cmd(
             for s in states
         ]
         typer.echo(json.dumps(rows, indent=2))
+    elif not (console := Console()).is_terminal:  # a pipe or a file: whole paths, one per line
+        for s in states:
+            where = f"{s.path}" + (f" ({s.detail})" if s.detail else "")
+            typer.echo(f"{s.state:<8} {s.entry.folder:<12} {s.entry.name}  {where}")
     else:
         table = Table("state", "folder", "file", "path / detail")
+        table.columns[3].overflow = "fold"  # wrapped when narrow, never cut short
         colour = {"present": "green", "missing": "yellow", "corrupt": "red"}
         for s in states:
             where = f"{s.path}" + (f" ({s.detail})" if s.detail else "")
             table.add_row(f"[{colour[s.state]}]{s.state}[/]", s.entry.folder, s.entry.name, where)
-        Console().print(table)
+        console.print(table)
     if any(s.state != "present" for s in states):
         raise typer.Exit(1)
 

@@ -23,6 +23,7 @@ import aiohttp
 from filelock import FileLock, Timeout
 
 from comfyfleet.errors import ChecksumMismatch, ModelDownloadError
+from comfyfleet.models.reach import connect_failure
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ async def download_url(
     """Download ``url`` to ``dest`` (caller holds the lock); return the number of bytes.
 
     A dropped connection is retried from where it stopped; after ``attempts`` the ``.part``
-    file is kept so the next call resumes. 4xx answers are not retried.
+    file is kept so the next call resumes. 4xx answers are not retried, nor is a first
+    connection that cannot be made at all (offline, DNS, refused: ``reason="unreachable"``).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -208,6 +210,9 @@ async def download_url(
                 raise
             last = e
         except (TimeoutError, aiohttp.ClientError) as e:
+            why = connect_failure(e) if n == 0 else None
+            if why is not None:
+                raise ModelDownloadError(f"{url}: {why}", url=url, reason="unreachable") from e
             last = e
         log.warning("download of %s interrupted (attempt %d/%d): %s", url, n + 1, attempts, last)
     else:
@@ -274,7 +279,13 @@ def download_hf(
     keeps the final rename atomic; huggingface_hub resumes its own ``.incomplete`` files.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     source = f"hf://{repo}/{file}"
     staging = dest.parent / ".comfyfleet-hf"
@@ -288,9 +299,26 @@ def download_hf(
             endpoint=endpoint,
             tqdm_class=_tqdm_class(progress) if progress else None,
         )
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        raise ModelDownloadError(f"{source}: {e}", source=source) from e
+    except LocalEntryNotFoundError as e:  # no connection, and not in its own cache
+        raise ModelDownloadError(
+            f"{source}: the Hub could not be reached", source=source, reason="unreachable"
+        ) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise ModelDownloadError(f"{source}: {_hub_hint(e)}", source=source) from e
+    except (HfHubHTTPError, OSError, ValueError) as e:  # their messages run over many lines
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelDownloadError(f"{source}: {first}", source=source) from e
     path = Path(str(got))
     verify(path, sha256=sha256, size=size, source=source)
     os.replace(path, dest)
     return dest.stat().st_size
+
+
+def _hub_hint(error: Exception) -> str:
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(error, RepositoryNotFoundError):  # also gated and private ones
+        return "no such repository, or it is private or gated: set HF_TOKEN to a token with access"
+    if isinstance(error, RevisionNotFoundError):
+        return "no such revision: check 'revision'"
+    return "no such file in the repository: check 'file' and 'revision'"

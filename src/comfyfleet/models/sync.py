@@ -3,7 +3,9 @@
 For each entry, in order of preference: already there (size checked; sha256 too with
 ``verify``) -> linked from the host cache (Hugging Face layout, zero extra disk) -> downloaded.
 Everything after the first check happens under the file's lock, and the check is repeated
-once the lock is held, so a file another worker just fetched is not fetched again.
+once the lock is held, so a file another worker just fetched is not fetched again. A source
+that cannot be reached at all (offline, DNS, refused; ``HF_HUB_OFFLINE=1`` for the Hub) fails
+at once with one line saying what to do, instead of after the libraries' retries.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Literal
 
 import aiohttp
 
-from comfyfleet.errors import ComfyFleetError
+from comfyfleet.errors import ComfyFleetError, ModelDownloadError
 from comfyfleet.models import download as dl
 from comfyfleet.models.hfcache import blob_sha256, find_cached, parse_hf_url
 from comfyfleet.models.manifest import ModelEntry
+from comfyfleet.models.reach import CONNECT_TIMEOUT, unreachable
 from comfyfleet.models.volumes import ModelRoot
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,40 @@ def _cached(entry: ModelEntry, sources: Sources) -> Path | None:
     return cached
 
 
+_HUB_HINT = (
+    "check the network (or HF_ENDPOINT), or pre-seed the host cache (COMFYFLEET_HF_CACHE_DIR)"
+)
+
+
+def _from_hub(entry: ModelEntry) -> bool:
+    return entry.repo is not None or parse_hf_url(entry.url or "") is not None
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub.constants import is_offline_mode
+
+    return is_offline_mode()
+
+
+async def _check_hub(entry: ModelEntry, sources: Sources) -> None:
+    """Fail now, in one line, if the Hub is off limits (HF_HUB_OFFLINE) or out of reach."""
+    if _hub_offline():
+        raise ModelDownloadError(
+            f"{entry.source}: not in the host cache, and HF_HUB_OFFLINE=1 forbids downloading; "
+            "pre-seed the host cache (COMFYFLEET_HF_CACHE_DIR) or unset HF_HUB_OFFLINE",
+            source=entry.source,
+            reason="offline",
+        )
+    if entry.repo is not None:  # URLs fail fast by themselves (download_url)
+        from huggingface_hub.constants import ENDPOINT
+
+        why = await unreachable(sources.hf_endpoint or ENDPOINT)
+        if why is not None:
+            raise ModelDownloadError(
+                f"{entry.source}: {why}; {_HUB_HINT}", source=entry.source, reason="unreachable"
+            )
+
+
 async def provide(
     entry: ModelEntry,
     dest: Path,
@@ -132,6 +169,8 @@ async def provide(
         if cached is not None:
             dl.replace_with_symlink(dest, cached)
             return "linked"
+        if _from_hub(entry):
+            await _check_hub(entry, sources)
         if entry.repo:
             await asyncio.to_thread(
                 dl.download_hf,
@@ -149,21 +188,32 @@ async def provide(
         headers = {}
         if sources.hf_token and parse_hf_url(entry.url or ""):
             headers["Authorization"] = f"Bearer {sources.hf_token}"
-        await dl.download_url(
-            entry.url or "",
-            dest,
-            session=session,
-            sha256=entry.sha256,
-            size=entry.size,
-            headers=headers,
-            progress=progress,
-        )
+        try:
+            await dl.download_url(
+                entry.url or "",
+                dest,
+                session=session,
+                sha256=entry.sha256,
+                size=entry.size,
+                headers=headers,
+                progress=progress,
+            )
+        except ModelDownloadError as e:
+            if e.details.get("reason") != "unreachable":
+                raise
+            hint = (
+                _HUB_HINT
+                if _from_hub(entry)
+                else f"check the network and the URL, or put the file at {dest}"
+            )
+            raise ModelDownloadError(f"{e.message}; {hint}", **e.details) from e
         return "downloaded"
 
 
 def new_session() -> aiohttp.ClientSession:
-    """A session for large downloads: no total timeout, but stalled reads fail."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+    """A session for large downloads: no total timeout, but stalled reads fail, and so does a
+    connection that does not open within seconds (an unreachable host is not waited for)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=120)
     return aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
 
 
@@ -177,7 +227,8 @@ async def sync(
     concurrency: int = 4,
     progress: Callable[[ModelEntry], dl.Progress | None] | None = None,
 ) -> list[Outcome]:
-    """Provide every entry into ``root``; failures are collected, not raised."""
+    """Provide every entry into ``root``; failures are collected (and logged at debug level:
+    the caller reports them), not raised."""
     gate = asyncio.Semaphore(concurrency)
     own = session is None
     session = session or new_session()
@@ -196,7 +247,7 @@ async def sync(
                 )
                 return Outcome(entry, dest, how)
             except ComfyFleetError as e:
-                log.error("%s", e.message)
+                log.debug("%s", e.message)
                 return Outcome(entry, dest, error=e)
 
     try:
