@@ -112,3 +112,26 @@ async def test_errors_exit_non_zero_with_the_precise_message(comfy, tmp_path) ->
     code, _, err = offline_run
     assert code == 1
     assert "error: ComfyUI at http://127.0.0.1:9 is unavailable: Cannot connect to host" in err
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    """`--help` is the manual: every command, argument and option of the whole app has text."""
+    import typer
+
+    from comfyfleet.cli import build_app
+
+    missing: list[str] = []
+
+    def walk(command: object, path: str) -> None:
+        if not (getattr(command, "help", None) or getattr(command, "short_help", None)):
+            missing.append(path)
+        for param in getattr(command, "params", []):
+            if not getattr(param, "help", None):
+                missing.append(f"{path} {'/'.join(param.opts)}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    root = typer.main.get_command(build_app())
+    walk(root, "comfyfleet")
+    assert len(getattr(root, "commands", {})) >= 8  # the walk saw the whole app
+    assert missing == []

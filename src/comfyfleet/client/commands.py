@@ -36,9 +36,24 @@ def run(
     prompt: Annotated[str | None, typer.Option(help="Positive prompt to inject.")] = None,
     negative: Annotated[str | None, typer.Option(help="Negative prompt to inject.")] = None,
     seed: Annotated[str | None, typer.Option(help="'random' or an integer.")] = None,
-    width: Annotated[int | None, typer.Option(min=1)] = None,
-    height: Annotated[int | None, typer.Option(min=1)] = None,
-    length: Annotated[int | None, typer.Option(min=1)] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Width in pixels, set on every node that makes the latent or image."
+        ),
+    ] = None,
+    height: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Height in pixels, set on every node that makes the latent or image."
+        ),
+    ] = None,
+    length: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Length in frames (video), set on those size nodes that have one."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the artifacts.")] = Path("outputs"),
     timeout: Annotated[
         float | None, typer.Option(help="Seconds before the job is stopped.")
