@@ -27,6 +27,7 @@ HELP = "Run ComfyUI workflows in production: gateway, RunPod worker, CLI and run
 COMMAND_MODULES: list[str] = [
     "comfyfleet.worker.commands",
     "comfyfleet.client.commands",
+    "comfyfleet.client.task_commands",
     "comfyfleet.models.commands",
     "comfyfleet.runtime.commands",
     "comfyfleet.fleet.commands",
@@ -38,6 +39,10 @@ COMMAND_MODULES: list[str] = [
 COMMAND_OWNERS: dict[str, str] = {
     "worker": "comfyfleet.worker.commands",
     "run": "comfyfleet.client.commands",
+    "submit": "comfyfleet.client.task_commands",
+    "status": "comfyfleet.client.task_commands",
+    "cancel": "comfyfleet.client.task_commands",
+    "result": "comfyfleet.client.task_commands",
     "paths": "comfyfleet.models.commands",
     "models": "comfyfleet.models.commands",
     "health": "comfyfleet.runtime.commands",

@@ -76,6 +76,32 @@ class Result:
             raise self.error
         return self
 
+    def to_dict(self, paths: list[Path] | None = None) -> dict[str, Any]:
+        """JSON-ready: outputs without their bytes (``path`` once saved), the error's body."""
+        outputs = []
+        for index, output in enumerate(self.outputs):
+            item = {
+                "filename": output.filename,
+                "kind": output.kind,
+                "media_type": output.media_type,
+                "node_id": output.node_id,
+                "size": output.size if output.size is not None else _size(output),
+                "url": output.url,
+                "text": output.text,
+                "path": str(paths[index]) if paths and index < len(paths) else None,
+            }
+            outputs.append({k: v for k, v in item.items() if v is not None})
+        error = self.error
+        body = error.to_dict() if hasattr(error, "to_dict") else (str(error) if error else None)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "outputs": outputs,
+            "seeds": self.seeds,
+            "timings": self.timings,
+            "error": body,
+        }
+
     def save(self, folder: str | Path) -> list[Path]:
         """`asave` for blocking code (results of `Client`; from `AsyncClient` use ``await
         result.asave(folder)``)."""
@@ -113,6 +139,10 @@ class Result:
                 )
             paths.append(path)
         return paths
+
+
+def _size(output: Output) -> int | None:
+    return len(output.data) if output.data is not None else None
 
 
 def _free_path(path: Path) -> Path:

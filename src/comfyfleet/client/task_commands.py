@@ -1,0 +1,252 @@
+"""``comfyfleet submit | status | cancel | result``: the SDK from the shell, against a gateway or
+a RunPod endpoint (or a worker's local API, or a ComfyUI). ``comfyfleet run`` stays the direct
+path to one ComfyUI.
+
+The target is ``--target`` (a URL, a RunPod endpoint id or ``runpod://ID``), else
+``COMFYFLEET_GATEWAY_URL``; keys are ``--api-key``, else ``COMFYFLEET_API_KEY`` (gateway) or
+``RUNPOD_API_KEY`` (RunPod). Heavy imports happen inside the commands, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Gateway URL, RunPod endpoint id / runpod://ID / URL, worker local API or ComfyUI "
+        "URL (default: COMFYFLEET_GATEWAY_URL).",
+        show_default=False,
+    ),
+]
+KindOpt = Annotated[
+    str | None,
+    typer.Option(help="gateway, runpod, worker or comfy (default: detected).", show_default=False),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="Bearer key (default: COMFYFLEET_API_KEY, or RUNPOD_API_KEY for RunPod).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the default off a TTY).")]
+OutOpt = Annotated[Path, typer.Option(help="Folder for the outputs.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("cancel")(cancel)
+    app.command("result")(result)
+
+
+def submit(
+    workflow: Annotated[
+        Path | None,
+        typer.Argument(help="API-format workflow JSON (omit with --template).", show_default=False),
+    ] = None,
+    target: TargetOpt = None,
+    kind: KindOpt = None,
+    api_key: KeyOpt = None,
+    template: Annotated[str | None, typer.Option(help="Saved template name instead.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Template value k=v (v parsed as JSON when it is)."),
+    ] = None,
+    image: Annotated[
+        list[str] | None,
+        typer.Option("--image", "-i", help="Input image: a file or an http(s) URL (repeatable)."),
+    ] = None,
+    prompt: Annotated[str | None, typer.Option(help="Positive prompt to inject.")] = None,
+    negative: Annotated[str | None, typer.Option(help="Negative prompt to inject.")] = None,
+    seed: Annotated[str | None, typer.Option(help="'random' or an integer.")] = None,
+    width: Annotated[int | None, typer.Option(min=1)] = None,
+    height: Annotated[int | None, typer.Option(min=1)] = None,
+    length: Annotated[int | None, typer.Option(min=1)] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds before the job is stopped.")
+    ] = None,
+    priority: Annotated[int | None, typer.Option(help="Gateway queue priority.")] = None,
+    webhook: Annotated[str | None, typer.Option(help="URL POSTed when it finishes.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with it returns the same task.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait, show progress, save the outputs into --out.")
+    ] = False,
+    out: OutOpt = Path("outputs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job; print its id, or with --wait follow it and save every output."""
+    from comfyfleet.client.commands import _param, _seed
+
+    def go(client: Any) -> None:
+        job = client.submit(
+            workflow,
+            template=template,
+            images=list(image or []),
+            prompt=prompt,
+            negative=negative,
+            seed=_seed(seed),
+            params=dict(_param(p) for p in param or []),
+            priority=priority,
+            webhook=webhook,
+            idempotency_key=idempotency_key,
+            **{k: v for k, v in (("width", width), ("height", height), ("length", length),
+                                 ("timeout", timeout)) if v is not None},
+        )  # fmt: skip
+        if not wait:
+            if _json(as_json):
+                _print_json({"id": job.id, "target": client.kind})
+            else:
+                typer.echo(job.id)
+            return
+        _finish(job, out, as_json, follow=True)
+
+    _with_client(target, kind, api_key, as_json, go)
+
+
+def status(
+    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    target: TargetOpt = None,
+    kind: KindOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print where a job is: queued, running (with its progress) or finished."""
+    from comfyfleet.client.results import Result
+
+    def go(client: Any) -> None:
+        state = client.job(task).status()
+        if isinstance(state, Result):
+            body = state.to_dict()
+        else:
+            body = {"id": task, "status": state.status, "progress": state.describe()}
+            if state.percent is not None:
+                body["percent"] = state.percent
+        if _json(as_json):
+            _print_json(body)
+        else:
+            line = f"{task} {body['status']}"
+            if body.get("progress") and body["progress"] != body["status"]:
+                line += f" {body['progress']}"
+            if isinstance(body.get("error"), dict):
+                line += f": {body['error'].get('message')}"
+            typer.echo(line)
+
+    _with_client(target, kind, api_key, as_json, go)
+
+
+def cancel(
+    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    target: TargetOpt = None,
+    kind: KindOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a job: a queued one never runs, a running one is interrupted."""
+
+    from comfyfleet.client.results import Result
+
+    def go(client: Any) -> None:
+        job = client.job(task)
+        job.cancel()
+        state = job.status()  # a finished job is left as it was: say so
+        body = {"id": task, "status": state.status, "cancel_requested": True}
+        if isinstance(state, Result) and state.status != "cancelled":
+            body["note"] = "it had already finished"
+        if _json(as_json):
+            _print_json(body)
+        else:
+            typer.echo(f"{task} {state.status}" + (f" ({body['note']})" if "note" in body else ""))
+
+    _with_client(target, kind, api_key, as_json, go)
+
+
+def result(
+    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    target: TargetOpt = None,
+    kind: KindOpt = None,
+    api_key: KeyOpt = None,
+    out: OutOpt = Path("outputs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait for a job to finish and save every output into --out."""
+
+    def go(client: Any) -> None:
+        _finish(client.job(task), out, as_json, follow=False)
+
+    _with_client(target, kind, api_key, as_json, go)
+
+
+# --- shared -----------------------------------------------------------------------------------
+def _json(as_json: bool) -> bool:
+    return as_json or not sys.stdout.isatty()
+
+
+def _print_json(body: Any) -> None:
+    typer.echo(json.dumps(body, indent=2, default=str))
+
+
+def _with_client(
+    target: str | None, kind: str | None, api_key: str | None, as_json: bool, go: Any
+) -> None:
+    from comfyfleet.client.commands import _fail
+    from comfyfleet.errors import ComfyFleetError, InvalidRequest
+
+    try:
+        url = target or _setting("gateway_url")
+        if not url:
+            raise InvalidRequest(
+                "no target: give --target URL (or set COMFYFLEET_GATEWAY_URL)", field="target"
+            )
+        from comfyfleet.client.clients import Client
+
+        with Client(url, kind=kind, api_key=api_key) as client:
+            go(client)
+    except ComfyFleetError as exc:
+        _fail(exc, _json(as_json))
+
+
+def _finish(job: Any, out: Path, as_json: bool, *, follow: bool) -> None:
+    """Follow ``job`` (a progress bar on a TTY, unless JSON), save its outputs, print them;
+    a failed job exits 1 with its error."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=_json(as_json) or not console.is_terminal,
+        transient=True,
+    )
+    with bar:
+        line = bar.add_task("submitted", total=100)
+        for event in job.progress():
+            bar.update(line, description=event.describe(), completed=event.percent or 0)
+    done = job.wait()  # raises the job's error (exit 1 with its message)
+    paths = done.save(out)
+    if _json(as_json):
+        _print_json(done.to_dict(paths))
+    else:
+        for path in paths:
+            typer.echo(str(path))
+
+
+def _setting(name: str) -> Any:
+    from comfyfleet.config import get_settings
+
+    return getattr(get_settings(), name, None)
