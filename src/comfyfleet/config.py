@@ -11,7 +11,7 @@ import types
 import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="ComfyUI's input folder when local (RAM-disk fast path, wiping).",
     )
     comfy_output_dir: Path | None = Field(default=None, validation_alias=_env("comfy_output_dir"))
+    backend_folders: dict[str, dict[Literal["input", "output"], Path]] = Field(
+        default_factory=dict,
+        validation_alias=_env("backend_folders"),
+        description="Gateway: ComfyUI's input/output folders per backend name or URL (JSON), "
+        'e.g. {"gpu0": {"input": "/srv/gpu0/input", "output": "/srv/gpu0/output"}}; '
+        "others are learned from ComfyUI when they are on this host.",
+    )
     templates_dir: Path | None = Field(
         default=None,
         validation_alias=_env("templates_dir", "COMFYUI_WORKFLOWS_DIR"),

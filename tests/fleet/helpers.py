@@ -1,5 +1,6 @@
 """Helpers for the fleet suites: workflows whose executions can be counted (files each
-SaveImage wrote on each backend), event-driven waits, settings."""
+SaveImage wrote on each backend, kept there by ``debug``: jobs otherwise remove their files),
+event-driven waits, settings."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def workflow(prefix: str, *, fail: bool = False, slow_steps: int = 0) -> dict[st
 
 
 def payload(prefix: str, **kw: Any) -> dict[str, Any]:
-    spec = JobSpec(workflow=workflow(prefix, **kw))
+    spec = JobSpec(workflow=workflow(prefix, **kw), debug=True)  # keep files: `executions`
     return {"spec": spec.model_dump(mode="json", exclude_none=True), "source": "native"}
 
 
@@ -163,7 +164,8 @@ def make_fleet(settings: Settings, queue: Queue, **kw: Any) -> Fleet:
 async def post_task(client: httpx.AsyncClient, **kw: Any) -> tuple[str, str]:
     """Submit a counted workflow; returns (task id, SaveImage prefix)."""
     prefix = f"t{os.urandom(6).hex()}"
-    resp = await client.post("/api/v1/tasks", json={"workflow": workflow(prefix, **kw)})
+    body = {"workflow": workflow(prefix, **kw), "debug": True}  # keep files: `executions`
+    resp = await client.post("/api/v1/tasks", json=body)
     resp.raise_for_status()
     return str(resp.json()["id"]), prefix
 

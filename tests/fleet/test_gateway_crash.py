@@ -102,7 +102,8 @@ async def test_killed_gateway_loses_no_task(gateway_process, start_servers) -> N
     async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
         for i in range(6):
             prefix = f"t{i}{os.urandom(5).hex()}"
-            resp = await client.post("/api/v1/tasks", json={"workflow": workflow(prefix)})
+            body = {"workflow": workflow(prefix), "debug": True}  # files kept: `executions`
+            resp = await client.post("/api/v1/tasks", json=body)
             resp.raise_for_status()
             prefixes[resp.json()["id"]] = prefix
         first_two = list(prefixes)[:2]

@@ -117,6 +117,20 @@ class ComfyHTTP:
                     self._object_info = await self._get("/object_info")
         return self._object_info
 
+    async def folder_paths(self) -> dict[str, list[str]] | None:
+        """``GET /internal/folder_paths`` (the frontend's route, not under ``/api``): every
+        model folder name with its paths; None where it is not served (404: an older
+        ComfyUI, a proxy). See `comfyfleet.comfy.folders` for what it tells."""
+        try:
+            answer = await self._call("GET", "/internal/folder_paths")
+        except HTTPStatus as exc:
+            if exc.status == 404:
+                return None
+            raise ComfyError(
+                f"GET /internal/folder_paths answered HTTP {exc.status}", status=exc.status
+            ) from None
+        return answer if isinstance(answer, dict) else None
+
     async def upload(
         self,
         name: str,

@@ -27,6 +27,7 @@ from comfyfleet.errors import NotFound
 from comfyfleet.fleet.agent import Agent
 from comfyfleet.fleet.backend import Backend, Backoff
 from comfyfleet.fleet.events import TaskEvents
+from comfyfleet.fleet.folders import BackendFolders
 from comfyfleet.fleet.local import ComfyRunner, QueueSource, SinkFactory, status_event
 from comfyfleet.queue.base import Queue, Task
 
@@ -74,6 +75,7 @@ class Fleet:
         self.models = JobModels(settings, who="gateway")
         self.agents: dict[str, Agent] = {}
         self.remotes: dict[str, Backend] = {}
+        self.folders: dict[str, BackendFolders] = {}  # local backends' ComfyUI folders
         self._closers: list[Any] = []
         self._reaper: asyncio.Task[None] | None = None
         self.workers: Any = None  # the worker manager (fleet.pools) when pools are configured
@@ -175,14 +177,19 @@ class Fleet:
 
         client = Client(url)
         self._closers.append(client.close)
+        folders = self.folders[name] = BackendFolders.for_backend(self.settings, name, url)
         runner = ComfyRunner(
-            client,
+            folders.tally(client),
             self.sink_for,
             templates_dir=self.settings.templates_dir,
+            input_dir=folders.input,
+            output_dir=folders.output,
             settings=self.settings,
             models=self.models,
         )
-        backend = Backend(name, kind="local", url=url, check=runner.health)
+        folders.follow(runner)
+        check = folders.checked(runner.health, client)
+        backend = Backend(name, kind="local", url=url, check=check)
         return self._agent(backend, runner)
 
     def _runpod_agent(self) -> Agent:
@@ -204,6 +211,9 @@ class Fleet:
         """Every backend this replica knows, with state (idle, busy, unhealthy, draining,
         drained, offline, stopped), load and counters."""
         out = [agent.backend.snapshot() for agent in self.agents.values()]
+        for snap in out:
+            if snap["name"] in self.folders:
+                snap.update(self.folders[snap["name"]].snapshot())
         stale_after = max(2 * self.settings.lease_seconds, 75.0)
         for backend in self.remotes.values():
             snap = backend.snapshot()

@@ -94,6 +94,9 @@ def banner(gateway: Gateway, host: str, port: int) -> str:
     for index, backend in enumerate(backends):
         label = "backends" if index == 0 else ""
         lines.append(f"  {label:<10} {backend['name']}  {backend.get('url') or ''}".rstrip())
+    for index, (name, folders) in enumerate(gateway.fleet.folders.items()):
+        label = "folders" if index == 0 else ""
+        lines.append(f"  {label:<10} {name}  {folders.plan()}")
     if gateway.demo:
         lines.append(f"  !! {DEMO_LABEL}: outputs are synthetic")
     return "\n".join(lines)

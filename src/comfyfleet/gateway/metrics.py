@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from comfyfleet.queue import STATUSES, QueueStats
 
@@ -63,9 +64,38 @@ def backend_state(backend: dict[str, Any]) -> str:
     return state
 
 
+class FilesLeft:
+    """``comfyfleet_backend_files_left_total{backend,folder}``: files jobs left in a ComfyUI
+    folder this gateway cannot reach (`comfyfleet.fleet.folders` counts them), read from the
+    backends' snapshots at scrape time; 0 for every folder that is wiped."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], int] = {}
+
+    def update(self, backends: Iterable[dict[str, Any]]) -> None:
+        self.values = {
+            (str(backend.get("name")), str(folder)): int(count)
+            for backend in backends
+            for folder, count in (backend.get("files_left") or {}).items()
+        }
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "comfyfleet_backend_files_left",
+            "Files jobs left in a ComfyUI folder not reachable from this gateway (inputs "
+            "uploaded, outputs of finished prompts), by backend and folder.",
+            labels=["backend", "folder"],
+        )
+        for (backend, folder), count in sorted(self.values.items()):
+            family.add_metric([backend, folder], count)
+        yield family
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.files_left = FilesLeft()
+        registry.register(self.files_left)  # type: ignore[arg-type]
         self.tasks = Gauge(
             "comfyfleet_tasks", "Tasks in the queue by status.", ["status"], registry=registry
         )
@@ -123,6 +153,7 @@ class GatewayMetrics:
             self.backends.labels(state)
 
     def update(self, stats: QueueStats, backends: list[dict[str, Any]]) -> None:
+        self.files_left.update(backends)
         for status in STATUSES:
             self.tasks.labels(status).set(stats.counts.get(status, 0))
         self.queue_depth.clear()

@@ -65,7 +65,9 @@ class ComfyTestServer:
     ``png_compress_level`` (1 by default for speed; ComfyUI's SaveImage uses 4);
     ``preview_method`` (the server default for previews, like ``--preview-method``; None = none);
     ``faults`` (a :class:`Faults` or a dict of knobs); ``exit_on_die`` (``die()`` ends the
-    process: used by ``python -m comfyfleet.testing``).
+    process: used by ``python -m comfyfleet.testing``); ``reported_root`` (the install path
+    ``GET /internal/folder_paths`` reports instead of ``root``: a ComfyUI on another machine
+    or in a container names paths that are not this host's).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class ComfyTestServer:
         preview_method: str | None = None,
         faults: Faults | dict[str, Any] | None = None,
         exit_on_die: bool = False,
+        reported_root: str | os.PathLike[str] | None = None,
     ) -> None:
         if root is None:
             root = tempfile.mkdtemp(prefix="comfyfleet-testing-")
@@ -90,6 +93,7 @@ class ComfyTestServer:
         self.preview_method = preview_method
         self.faults = faults if isinstance(faults, Faults) else Faults(**(faults or {}))
         self.exit_on_die = exit_on_die
+        self.reported_root = reported_root
         self.catalog = NodeCatalog(self.folders, TEST_CLASSES)
         self.validator = Validator(self.catalog)
         self._runner: web.AppRunner | None = None
@@ -297,6 +301,8 @@ class ComfyTestServer:
             app.router.add_route(method, "/api" + path, handler)
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
+        # ComfyUI mounts its internal routes as a sub-app: /internal/..., never under /api.
+        app.router.add_route("GET", "/internal/folder_paths", self._folder_paths)
         app.router.add_route("GET", "/_testing/faults", self._get_faults)
         app.router.add_route("POST", "/_testing/faults", self._post_faults)
         app.router.add_route("DELETE", "/_testing/faults", self._delete_faults)
@@ -331,6 +337,37 @@ class ComfyTestServer:
         if folder not in MODEL_FOLDERS:
             return web.Response(status=404)
         return web.json_response(self.folders.model_files(folder))
+
+    def folder_paths(self) -> dict[str, list[str]]:
+        """ComfyUI's ``folder_names_and_paths`` as ``GET /internal/folder_paths`` answers it:
+        name -> list of absolute paths, in ComfyUI's order.
+
+        Conformance note: not in the recordings. The shape follows ComfyUI 0.8.0's
+        ``api_server/routes/internal/internal_routes.py`` (``get_folder_paths``: each entry's
+        path list, extensions dropped), the defaults its ``folder_paths.py`` registers under the
+        install root (the recorded ``GET /models`` lists the same names in the same order),
+        plus what its ``main.py`` (``apply_custom_paths``) appends: ``<output>/checkpoints``,
+        ``<output>/clip`` (under ``text_encoders``), ``<output>/vae``,
+        ``<output>/diffusion_models``, ``<output>/loras``."""
+        root = os.fspath(self.reported_root) if self.reported_root is not None else str(self.root)
+        models = os.path.join(root, "models")
+        paths = {
+            name: [os.path.normpath(os.path.join(models, sub)) for sub in subs]
+            for name, (subs, _exts) in MODEL_FOLDERS.items()
+        }
+        output = os.path.join(root, "output")
+        for name, sub in (
+            ("checkpoints", "checkpoints"),
+            ("text_encoders", "clip"),
+            ("vae", "vae"),
+            ("diffusion_models", "diffusion_models"),
+            ("loras", "loras"),
+        ):
+            paths[name].append(os.path.join(output, sub))
+        return paths
+
+    async def _folder_paths(self, request: web.Request) -> web.Response:
+        return web.json_response(self.folder_paths())
 
     async def _extensions(self, request: web.Request) -> web.Response:
         return web.json_response([])
