@@ -69,9 +69,11 @@ def submit(
     prompt: Annotated[str | None, typer.Option(help="Positive prompt to inject.")] = None,
     negative: Annotated[str | None, typer.Option(help="Negative prompt to inject.")] = None,
     seed: Annotated[str | None, typer.Option(help="'random' or an integer.")] = None,
-    width: Annotated[int | None, typer.Option(min=1)] = None,
-    height: Annotated[int | None, typer.Option(min=1)] = None,
-    length: Annotated[int | None, typer.Option(min=1)] = None,
+    width: Annotated[int | None, typer.Option(min=1, help="Output width to inject.")] = None,
+    height: Annotated[int | None, typer.Option(min=1, help="Output height to inject.")] = None,
+    length: Annotated[
+        int | None, typer.Option(min=1, help="Frames (video length) to inject.")
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds before the job is stopped.")
     ] = None,
