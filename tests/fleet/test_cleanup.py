@@ -230,6 +230,7 @@ async def test_unknown_folders_are_said_once_and_counted(
             # again at the next contact, with the same outcome (not said twice).
             backend = served.gateway.fleet.agents["far"].backend
             await comfy.die()
+            backend.mark_unhealthy("killed on purpose")  # (the next check sees it gone)
             await checked_and_failed(backend)
             await comfy.start()
             again = await final(http, await submit(http, image=False))

@@ -1,0 +1,274 @@
+"""The worker manager: pools scaled on the queue, by one leader among the gateway replicas.
+
+The loop sleeps until something happens — a task is submitted or requeued (the queue's own
+wake-up: in-process after SQLite commits, NOTIFY on PostgreSQL), a worker changes state (a task
+started or finished on it, it became healthy, it failed) — or until a timer that matters comes
+due (an idle worker's cooldown, crash-loop backoff, the start cap). Then every pool reconciles:
+``desired = clamp(ceil((queued + running) / target), min, max)``; more workers start at once,
+surplus idle workers are drained and stopped once idle for the cooldown.
+
+With several replicas on PostgreSQL, only the holder of a session advisory lock acts; the
+others keep trying, and the one that takes over first adopts every worker its pools' providers
+list as theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from comfyfleet.fleet.pools.pool import Pool
+from comfyfleet.fleet.pools.provider import Provider, make_provider
+from comfyfleet.fleet.pools.spec import PoolSpec, parse_pools
+
+if TYPE_CHECKING:
+    from comfyfleet.fleet.manager import Fleet
+
+log = logging.getLogger(__name__)
+
+LEADER_RETRY = 5.0  # seconds between attempts to become leader
+
+
+class Leadership:
+    """Always the leader (SQLite: one gateway process per queue file)."""
+
+    async def acquire(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        pass
+
+
+class AdvisoryLock(Leadership):
+    """A PostgreSQL session advisory lock on its own connection; lost with the connection."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = zlib.crc32(f"comfyfleet.pools:{key}".encode()) & 0x7FFFFFFF
+        self._conn: Any = None
+
+    async def acquire(self) -> bool:
+        import psycopg
+
+        try:
+            if self._conn is not None and not self._conn.closed:
+                await self._conn.execute("SELECT 1")
+                return True
+            self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                return True
+        except Exception as exc:
+            log.warning("worker manager: leader lock unavailable: %r", exc)
+        await self.release()
+        return False
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+class WorkerManager:
+    """Owns the pools of one gateway; ``await start()`` after the fleet, ``stop()`` before."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        specs: list[PoolSpec],
+        *,
+        providers: dict[str, Provider] | None = None,
+        leadership: Leadership | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()  # replaced on every change: for `until`
+        settings = fleet.settings
+        owner = settings.database_schema if settings.database_url else "comfyfleet"
+        providers = providers or {}
+        self.pools: dict[str, Pool] = {}
+        for spec in specs:
+            provider = providers.get(spec.name) or make_provider(
+                spec, owner=owner, data_dir=settings.data_dir, settings=settings
+            )
+            self.pools[spec.name] = Pool(spec, provider, fleet, self.kick)
+        if leadership is None:
+            leadership = (
+                AdvisoryLock(settings.database_url, settings.database_schema)
+                if settings.database_url
+                else Leadership()
+            )
+        self.leadership = leadership
+        self.leader = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.last_demand = 0
+
+    @classmethod
+    def from_settings(cls, fleet: Fleet) -> WorkerManager:
+        return cls(fleet, parse_pools(list(fleet.settings.pools)))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for pool in self.pools.values():
+            await pool.provider.check()
+        self._loop_task = asyncio.create_task(self._run(), name="pools:autoscaler")
+        self._listener = asyncio.create_task(self._listen(), name="pools:queue-events")
+
+    async def stop(self) -> None:
+        for task in (self._loop_task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
+        for pool in self.pools.values():
+            with contextlib.suppress(Exception):
+                await pool.provider.close()
+        await self.leadership.release()
+
+    def kick(self) -> None:
+        """Something changed: reconcile soon (coalesced)."""
+        self._wake.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def until(self, predicate: Any, timeout: float) -> None:
+        """Wait until ``predicate(self)`` holds, re-checked at every worker or pool change
+        (benchmarks and tests: no polling)."""
+
+        async def wait() -> None:
+            while True:
+                event = self._changed
+                if predicate(self):
+                    return
+                await event.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    # --- the loop -------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Queue events (submit, requeue) wake the loop."""
+        while True:
+            try:
+                if await self.fleet.queue.wait_for_work(30.0):
+                    self.kick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker manager: waiting for queue events failed")
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
+        next_at: float | None = None
+        while True:
+            timeout = None if next_at is None else max(0.0, next_at - time.monotonic())
+            if not self.leader:
+                timeout = LEADER_RETRY if timeout is None else min(timeout, LEADER_RETRY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                next_at = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker manager: reconcile failed")
+                next_at = time.monotonic() + 1.0
+            self._notify()
+
+    async def step(self) -> float | None:
+        """One reconcile of every pool; returns when a timer wants the next one."""
+        if not await self._lead():
+            return None
+        stats = await self.fleet.queue.stats()
+        queued = stats.counts.get("queued", 0)
+        demand = queued + sum(pool.running_tasks() for pool in self.pools.values())
+        self.last_demand = demand
+        now = time.monotonic()
+        wakes = []
+        for pool in self.pools.values():
+            at = pool.reconcile(demand, now)
+            if at is not None:
+                wakes.append(at)
+            demand = max(0, demand - round(len(pool.active()) * pool.spec.target))
+        return min(wakes) if wakes else None
+
+    async def _lead(self) -> bool:
+        was = self.leader
+        self.leader = await self.leadership.acquire()
+        if self.leader and not was:
+            log.info("worker manager: leader; adopting running workers")
+            await self.adopt()
+        elif was and not self.leader:
+            log.warning("worker manager: lost leadership; no longer scaling")
+        return self.leader
+
+    async def adopt(self) -> int:
+        """Take over the live workers the providers list that no pool of ours tracks."""
+        adopted = 0
+        for pool in self.pools.values():
+            try:
+                owned = await pool.provider.list_owned()
+            except Exception as exc:
+                log.warning("pool %s: cannot list its workers: %r", pool.spec.name, exc)
+                continue
+            for handle in owned:
+                if handle.id not in pool.workers:
+                    pool.adopt(handle)
+                    adopted += 1
+        return adopted
+
+    # --- views ----------------------------------------------------------------------------------
+    def workers(self) -> list[dict[str, Any]]:
+        out = []
+        for pool in self.pools.values():
+            for view in pool.views():
+                view["provider"] = pool.spec.provider
+                out.append(view)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Seed 004's worker counts for the pools' workers (live ones; failed = failed and
+        still shown)."""
+        states = Counter(w.state for pool in self.pools.values() for w in [*pool.workers.values()])
+        failed = sum(
+            1 for pool in self.pools.values() for w in pool.finished if w.state == "failed"
+        )
+        live = states["starting"] + states["idle"] + states["busy"] + states["draining"]
+        return {
+            "total_workers": live,
+            "idle_workers": states["idle"],
+            "running_workers": states["busy"],
+            "starting_workers": states["starting"],
+            "failed_workers": failed,
+            "draining_workers": states["draining"],
+        }
+
+    def pool_stats(self) -> list[dict[str, Any]]:
+        out = []
+        for pool in self.pools.values():
+            states = Counter(w.state for w in pool.workers.values())
+            out.append(
+                {
+                    "pool": pool.spec.name,
+                    "provider": pool.spec.provider,
+                    "spec": pool.spec.describe(),
+                    "states": dict(states),
+                    "started": pool.started_total,
+                    "stopped": pool.stopped_total,
+                    "failed": pool.failed_total,
+                    "crash_loop": pool.crashes,
+                }
+            )
+        return out
