@@ -58,19 +58,26 @@ def build_settings(
     database: str | None = None,
     data_dir: Path | None = None,
     demo: bool = False,
+    pools: list[str] | None = None,
 ) -> Settings:
     values: dict[str, Any] = read_config(config) if config else {}
     flags = {"host": host, "port": port, "database_url": database, "data_dir": data_dir}
     values.update({k: v for k, v in flags.items() if v is not None})
     if comfy:
         values["backends"] = list(comfy)
+    if pools:
+        values["pools"] = list(pools)
     try:
         settings = Settings(**values)
     except SettingsError as exc:  # one line naming the setting; say where it came from
         where = f" (config file {config}, flags or environment)" if config else ""
         detail = exc.message.removeprefix("invalid setting: ")
         raise ConfigFileError(f"invalid settings{where}: {detail}") from None
-    if not settings.backends and not demo:
+    if settings.pools:
+        from comfyfleet.fleet.pools.spec import validate_pools
+
+        validate_pools(settings)  # a bad pool spec: one line, before anything starts
+    elif not settings.backends and not demo:
         settings = settings.model_copy(update={"backends": [settings.comfy_url]})
     return settings
 
@@ -89,7 +96,11 @@ def banner(gateway: Gateway, host: str, port: int) -> str:
         f"  auth       {gateway.keys.mode}",
     ]
     backends = gateway.backends()
-    if not backends:
+    pools = gateway.fleet.workers.pools.values() if gateway.fleet.workers else ()
+    for index, pool in enumerate(pools):
+        label = "pools" if index == 0 else ""
+        lines.append(f"  {label:<10} {pool.spec.describe()}")
+    if not backends and not pools:
         lines.append("  backends   none (remote agents can join: comfyfleet agent)")
     for index, backend in enumerate(backends):
         label = "backends" if index == 0 else ""
