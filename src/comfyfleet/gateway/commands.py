@@ -43,6 +43,15 @@ def serve(
             help="YAML or TOML file of settings (field names as in COMFYFLEET_*, lowercase)."
         ),
     ] = None,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pool",
+            help="Worker pool the gateway starts and scales, NAME=PROVIDER:key=value,... "
+            "(e.g. gpu=local:min=0,max=2); repeat for more. See docs/fleet.md.",
+            show_default=False,
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(help="Also start the built-in ComfyUI test server as a backend (not real)."),
@@ -61,6 +70,7 @@ def serve(
             database=database,
             data_dir=data_dir,
             demo=demo,
+            pools=pool or [],
         )
         run(settings, demo=demo)
     except ComfyFleetError as exc:
