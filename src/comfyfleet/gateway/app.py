@@ -72,6 +72,9 @@ def create_app(
         from comfyfleet.gateway.routes import agents
 
         app.include_router(agents.router)
+    from comfyfleet.gateway.routes import workers
+
+    app.include_router(workers.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _document_bodies(app)
     return app
