@@ -80,7 +80,8 @@ def submit(
     priority: Annotated[int | None, typer.Option(help="Gateway queue priority.")] = None,
     webhook: Annotated[str | None, typer.Option(help="URL POSTed when it finishes.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Submitting again with it returns the same task.")
+        str | None,
+        typer.Option(help="The same request again with it returns the same task (another: 409)."),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait, show progress, save the outputs into --out.")

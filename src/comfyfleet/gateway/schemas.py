@@ -44,7 +44,8 @@ class TaskOptions(BaseModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="Submitting again with the same key returns the same task.",
+        description="Submitting the same request again with this key returns the same task; "
+        "another request with it is refused (409).",
     )
     max_attempts: int | None = Field(
         default=None, ge=1, le=20, description="Attempts before failing (default: settings)."
