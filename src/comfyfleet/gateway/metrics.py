@@ -56,6 +56,60 @@ def worker_counts(backends: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {f"{key}_workers": counts[f"{key}_workers"] for key in keys}
 
 
+def pool_worker_counts(backends: list[dict[str, Any]], manager: Any) -> dict[str, int]:
+    """`worker_counts` where the worker manager's workers count as it sees them (starting
+    before they are backends at all; failed with a reason) and the other backends as before."""
+    if manager is None:
+        return worker_counts(backends)
+    pooled = {view["backend"] for view in manager.workers() if view.get("backend")}
+    counts = worker_counts(b for b in backends if b.get("name") not in pooled)
+    for key, value in manager.counts().items():
+        counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+class PoolCollector:
+    """Per pool, read at scrape time from the worker manager: ``comfyfleet_pool_workers{pool,
+    state}``, ``comfyfleet_pool_desired_demand`` and the counters
+    ``comfyfleet_pool_worker_starts_total``, ``_stops_total`` and ``_failures_total``."""
+
+    STATES = ("starting", "idle", "busy", "draining")
+
+    def __init__(self) -> None:
+        self.manager: Any = None
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        manager = self.manager
+        if manager is None:
+            return
+        workers = GaugeMetricFamily(
+            "comfyfleet_pool_workers", "Workers of each pool by state.", labels=["pool", "state"]
+        )
+        starts = CounterMetricFamily(
+            "comfyfleet_pool_worker_starts", "Worker start attempts by pool.", labels=["pool"]
+        )
+        stops = CounterMetricFamily(
+            "comfyfleet_pool_worker_stops", "Workers stopped by pool.", labels=["pool"]
+        )
+        failures = CounterMetricFamily(
+            "comfyfleet_pool_worker_failures", "Workers failed by pool.", labels=["pool"]
+        )
+        for stats in manager.pool_stats():
+            pool = stats["pool"]
+            for state in self.STATES:
+                workers.add_metric([pool, state], stats["states"].get(state, 0))
+            starts.add_metric([pool], stats["started"])
+            stops.add_metric([pool], stats["stopped"])
+            failures.add_metric([pool], stats["failed"])
+        demand = GaugeMetricFamily(
+            "comfyfleet_pool_demand", "Queued + running tasks the autoscaler last scaled for."
+        )
+        demand.add_metric([], manager.last_demand)
+        yield from (workers, starts, stops, failures, demand)
+
+
 def backend_state(backend: dict[str, Any]) -> str:
     """The state shown for a backend: ``starting`` until its first health check passes."""
     state = str(backend.get("state", "unknown"))
@@ -147,6 +201,8 @@ class GatewayMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.pools = PoolCollector()
+        registry.register(self.pools)  # type: ignore[arg-type]
         for status in STATUSES:
             self.tasks.labels(status)
         for state in BACKEND_STATES:

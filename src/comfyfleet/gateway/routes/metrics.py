@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from comfyfleet.gateway.deps import GatewayDep, Reader
-from comfyfleet.gateway.metrics import CONTENT_TYPE, worker_counts
+from comfyfleet.gateway.metrics import CONTENT_TYPE, pool_worker_counts
 from comfyfleet.gateway.schemas import ERROR_RESPONSES, MetricsOut, QueueMetrics, WorkerMetrics
 
 router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
@@ -28,7 +28,7 @@ async def metrics_json(gateway: GatewayDep, _: Reader) -> MetricsOut:
         oldest_queued_age_seconds=stats.oldest_queued_age,
     )
     return MetricsOut(
-        queue=queue, workers=WorkerMetrics(**worker_counts(backends)), backends=backends
+        queue=queue, workers=WorkerMetrics(**pool_worker_counts(backends, gateway.fleet.workers)), backends=backends
     )
 
 
@@ -39,5 +39,6 @@ async def metrics_json(gateway: GatewayDep, _: Reader) -> MetricsOut:
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
 async def metrics_text(gateway: GatewayDep, _: Reader) -> Response:
+    gateway.metrics.pools.manager = gateway.fleet.workers
     gateway.metrics.update(await gateway.queue.stats(), gateway.backends())
     return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
