@@ -28,7 +28,9 @@ async def metrics_json(gateway: GatewayDep, _: Reader) -> MetricsOut:
         oldest_queued_age_seconds=stats.oldest_queued_age,
     )
     return MetricsOut(
-        queue=queue, workers=WorkerMetrics(**pool_worker_counts(backends, gateway.fleet.workers)), backends=backends
+        queue=queue,
+        workers=WorkerMetrics(**pool_worker_counts(backends, gateway.fleet.workers)),
+        backends=backends,
     )
 
 
