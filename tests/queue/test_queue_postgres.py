@@ -8,10 +8,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
 
+from comfyfleet.errors import Conflict
 from comfyfleet.queue import open_queue
 from comfyfleet.queue.postgres import PostgresQueue, Q
+from comfyfleet.queue.sqlfiles import load_migrations
 from comfyfleet.queue.testing import FakeClock, spy_after_get, spy_before_wait
 
 pytestmark = pytest.mark.postgres
@@ -222,3 +225,34 @@ async def test_replicas_never_take_the_same_webhook_delivery(make_pg: Make) -> N
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_schema_from_before_fingerprints_is_upgraded(
+    make_pg: Make, pg_url: str, pg_schema: str
+) -> None:
+    """Migration 0002 on a schema made by 0001 alone: the old keyed task answers its key (its
+    fingerprint is unknown, so any body replays it), new ones are compared."""
+    (first,) = [m for m in load_migrations("postgres") if m.version == 1]
+    with psycopg.connect(pg_url, options=f"-c search_path={pg_schema}") as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+        conn.execute(Q["create_migrations_table"])
+        conn.execute(first.sql.encode())
+        conn.execute(Q["record_migration"], {"version": 1, "name": first.name})
+        conn.execute(
+            "INSERT INTO tasks (id, payload, idempotency_key, run_at, created_at)"
+            " VALUES ('old-task', '{}', 'old-key', now(), now())"
+        )
+    queue = make_pg()
+    await queue.open()
+    try:
+        again, created = await queue.submit({"v": 2}, idempotency_key="old-key", fingerprint="f")
+        assert not created and again.id == "old-task"
+        await queue.submit({"v": 1}, idempotency_key="new-key", fingerprint="f1")
+        with pytest.raises(Conflict):
+            await queue.submit({"v": 2}, idempotency_key="new-key", fingerprint="f2")
+        assert await queue.migrate() == []
+    finally:
+        await queue.close()
+    with psycopg.connect(pg_url, options=f"-c search_path={pg_schema}") as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [1, 2]

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from comfyfleet.errors import Conflict
 from comfyfleet.queue import open_queue
 from comfyfleet.queue.postgres import PostgresQueue
-from comfyfleet.queue.sqlite import Q, SqliteQueue
+from comfyfleet.queue.sqlfiles import load_migrations
+from comfyfleet.queue.sqlite import Q, SqliteQueue, _statements
 from comfyfleet.queue.sqlite_thread import SqliteThread
 
 
@@ -43,6 +45,32 @@ async def test_wal_mode_and_migrations_are_tracked(tmp_path: Path) -> None:
         assert await queue.migrate() == []
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
+
+
+async def test_a_queue_from_before_fingerprints_is_upgraded_and_keeps_its_keys(
+    tmp_path: Path,
+) -> None:
+    """Migration 0002 on a file made by 0001 alone: the old keyed task answers its key (its
+    fingerprint is unknown, so any body replays it), new ones are compared."""
+    path = tmp_path / "old.db"
+    (first,) = [m for m in load_migrations("sqlite") if m.version == 1]
+    with sqlite3.connect(path) as conn:
+        conn.execute(Q["create_migrations_table"])
+        for statement in _statements(first.sql):
+            conn.execute(statement)
+        conn.execute(Q["record_migration"], {"version": 1, "name": first.name, "now": 0.0})
+        conn.execute(
+            "INSERT INTO tasks (id, payload, idempotency_key, run_at, created_at)"
+            " VALUES ('old-task', '{}', 'old-key', 0, 0)"
+        )
+    async with open_queue(path) as queue:
+        again, created = await queue.submit({"v": 2}, idempotency_key="old-key", fingerprint="f")
+        assert not created and again.id == "old-task"
+        await queue.submit({"v": 1}, idempotency_key="new-key", fingerprint="f1")
+        with pytest.raises(Conflict):
+            await queue.submit({"v": 2}, idempotency_key="new-key", fingerprint="f2")
+    with sqlite3.connect(path) as conn:
         assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
 
 
