@@ -110,6 +110,7 @@ class WorkerManager:
         self._loop_task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.last_demand = 0
+        self._first: float | None = None
 
     @classmethod
     def from_settings(cls, fleet: Fleet) -> WorkerManager:
@@ -119,6 +120,7 @@ class WorkerManager:
     async def start(self) -> None:
         for pool in self.pools.values():
             await pool.provider.check()
+        self._first = await self.step()  # lead, adopt, start the minimum now
         self._loop_task = asyncio.create_task(self._run(), name="pools:autoscaler")
         self._listener = asyncio.create_task(self._listen(), name="pools:queue-events")
 
@@ -170,7 +172,7 @@ class WorkerManager:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
-        next_at: float | None = None
+        next_at: float | None = self._first
         while True:
             timeout = None if next_at is None else max(0.0, next_at - time.monotonic())
             if not self.leader:
