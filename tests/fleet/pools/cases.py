@@ -31,6 +31,7 @@ class Case:
     good: dict[str, str]
     crashing: dict[str, str]
     settings: Settings = field(default_factory=Settings)
+    has_logs: bool = True  # RunPod's API gives no container logs
     context: dict[str, Any] = field(default_factory=dict)
     made: list[Provider] = field(default_factory=list)
 

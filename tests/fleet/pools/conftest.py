@@ -1,4 +1,5 @@
-"""Provider cases for the contract suite."""
+"""Provider cases for the contract suite: local processes, RunPod pods against the stand-in
+(and Docker containers against the real daemon, see `docker_case`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,52 @@ from pathlib import Path
 
 import pytest
 
+from comfyfleet.config import Settings
+
 from .cases import CRASH, Case, local_options
+from .runpod_standin import RunPodStandIn
+
+PROVIDERS = ["local", "runpod"]
 
 
-@pytest.fixture(params=["local"])
-async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Case]:
-    made = Case("local", tmp_path / "data", local_options(), {**local_options(), "command": CRASH})
-    yield made
-    for provider in made.made:
-        for handle in await provider.list_owned():
-            with contextlib.suppress(Exception):
-                await provider.stop(handle)
-        await provider.close()
+@pytest.fixture
+async def runpod_standin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunPodStandIn]:
+    async with RunPodStandIn(tmp_path / "pods") as standin:
+        monkeypatch.setenv("RUNPOD_API_BASE_URL", standin.url)  # the SDK's own variable
+        yield standin
+
+
+@contextlib.asynccontextmanager
+async def _case(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Case]:
+    data = tmp_path / "data"
+    if kind == "local":
+        yield Case("local", data, local_options(), {**local_options(), "command": CRASH})
+    elif kind == "runpod":
+        async with RunPodStandIn(tmp_path / "pods") as standin:
+            monkeypatch.setenv("RUNPOD_API_BASE_URL", standin.url)
+            settings = Settings(runpod_api_key=standin.api_key)
+            yield Case(
+                "runpod",
+                data,
+                {"image": "comfyfleet/worker"},
+                {"image": "crash"},
+                settings=settings,
+                has_logs=False,
+            )
+    else:  # pragma: no cover
+        raise ValueError(kind)
+
+
+@pytest.fixture(params=PROVIDERS)
+async def case(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Case]:
+    async with _case(request.param, tmp_path, monkeypatch) as made:
+        yield made
+        for provider in made.made:
+            for handle in await provider.list_owned():
+                with contextlib.suppress(Exception):
+                    await provider.stop(handle)
+            await provider.close()

@@ -59,7 +59,8 @@ async def test_a_worker_that_dies_at_start_fails_with_the_reason_and_keeps_its_l
     health = await provider.health(handle)
     assert not health.alive
     assert "3" in (health.reason or "")
-    assert "boom at start" in await provider.logs(handle)
+    if case.has_logs:
+        assert "boom at start" in await provider.logs(handle)
     await provider.stop(handle)
 
 
