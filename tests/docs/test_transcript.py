@@ -70,3 +70,20 @@ def test_prefix_mode_allows_more_lines_after() -> None:
     assert matches(("ready",), ("ready", "log", "log"), prefix=True)
     assert not matches(("ready",), ("log", "ready"), prefix=True)
     assert matches(("...", "ready"), ("log", "ready", "log"), prefix=True)
+
+
+def test_markers_and_fences_in_markdown(tmp_path) -> None:
+    from .blocks import console_examples, not_run, unrun_transcripts
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "# x\n\n```console\n$ echo a\na\n```\n\n"
+        "<!-- doc-test: not-run needs an NVIDIA GPU -->\n```console\n$ nvidia-smi\n```\n\n"
+        "```bash\n$ ls\n```\n\n```\nplain text\n```\n"
+    )
+    examples = console_examples(doc)
+    assert [(e.line, not_run(e)) for e in examples] == [(3, None), (9, "needs an NVIDIA GPU")]
+    assert unrun_transcripts(doc) == ["doc.md:13 (```bash)"]
+    doc.write_text("<!-- doc-test: not-run -->\n```console\n$ true\n```\n")
+    with pytest.raises(ValueError, match="needs a reason"):
+        console_examples(doc)
