@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(default=30.0, validation_alias=_env("lease_seconds"))
     # --- fleet (dispatch) ------------------------------------------------------------------
+    prefetch_depth: int = Field(
+        default=2,
+        ge=0,
+        le=32,
+        validation_alias=_env("prefetch_depth"),
+        description="Tasks kept uploaded and waiting in each local ComfyUI's own queue behind "
+        "the running one, so it never waits for the gateway (0 = one prompt at a time).",
+    )
     retry_backoff: float = Field(
         default=1.0,
         validation_alias=_env("retry_backoff"),

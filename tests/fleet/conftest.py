@@ -25,14 +25,20 @@ def settings_for(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def start_servers(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_servers(n, job_seconds=W)``: n test servers (cache off)."""
+    """``await start_servers(n, job_seconds=W)``: n test servers (cache off). They report an
+    install path that is not on this host, as a ComfyUI on another machine does, so the
+    gateway leaves their output files alone and `executions` can count them."""
     started: list[ComfyTestServer] = []
 
     async def start(n: int, **faults: Any) -> list[ComfyTestServer]:
         out = []
         for _ in range(n):
+            name = f"comfy{len(started)}"
             srv = ComfyTestServer(
-                root=tmp_path / f"comfy{len(started)}", cache="none", faults=faults
+                root=tmp_path / name,
+                cache="none",
+                faults=faults,
+                reported_root=f"/elsewhere/{name}",
             )
             await srv.start()
             started.append(srv)

@@ -18,7 +18,7 @@ import aiohttp
 import httpx
 
 from comfyfleet.config import Settings
-from comfyfleet.fleet import Fleet
+from comfyfleet.fleet import Fleet, Subscription
 from comfyfleet.jobs import JobSpec
 from comfyfleet.queue import Queue, Task
 from gateway.gateway_helpers import Served, serve, sse_events  # noqa: F401  (re-exported)
@@ -74,6 +74,78 @@ async def submit(
         )
         tasks.append(task)
     return tasks
+
+
+async def submit_followed(queue: Queue, fleet: Fleet, **kw: Any) -> tuple[Task, Subscription]:
+    """One counted task, with a subscription to its events on the fleet's bus taken before it
+    was submitted (so `prompt_started` cannot miss the moment)."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    sub = fleet.events.subscribe(prefix)
+    task, _ = await queue.submit(payload(prefix, **kw), task_id=prefix)
+    return task, sub
+
+
+async def prompt_started(sub: Subscription, timeout: float = 30.0) -> None:
+    """Until ComfyUI began executing the task's prompt (its ``execution_start`` reached the
+    agent: a ``running`` progress event on the bus)."""
+
+    async def wait() -> None:
+        async for event in sub:
+            if event.get("type") == "progress" and event.get("stage") == "running":
+                return
+        raise AssertionError("the task finished before its prompt was seen starting")
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+class ComfyQueue:
+    """A test server's own prompt queue, followed through its ``status`` broadcasts (sent on
+    every change of the queue): ``await q.until(pred)`` returns once ``pred(running, pending)``
+    holds for the tasks running and waiting there -- event-driven, no polling. Prompts are
+    named by the task id in their SaveImage prefix (see `workflow`)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self._changed = asyncio.Event()
+
+    def state(self) -> tuple[list[str], list[str]]:
+        running, pending = self.server.queue.get_current_queue()
+        return [_task_of(item) for item in running], [_task_of(item) for item in sorted(pending)]
+
+    async def until(self, pred: Any, timeout: float = 30.0) -> tuple[list[str], list[str]]:
+        async def wait() -> tuple[list[str], list[str]]:
+            while True:
+                self._changed.clear()
+                state = self.state()
+                if pred(*state):
+                    return state
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[ComfyQueue]:
+        async def watch(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for message in ws:
+                is_text = message.type == aiohttp.WSMsgType.TEXT
+                if is_text and json.loads(message.data).get("type") == "status":
+                    self._changed.set()
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{self.server.ws_url}?clientId=q-{uuid.uuid4().hex}") as ws,
+        ):
+            watcher = asyncio.create_task(watch(ws))
+            try:
+                yield self
+            finally:
+                watcher.cancel()
+
+
+def _task_of(item: tuple[Any, ...]) -> str:
+    """The task id a queued prompt belongs to: the last part of its SaveImage prefix."""
+    prefix = str(item[2].get("2", {}).get("inputs", {}).get("filename_prefix", ""))
+    return prefix.rsplit("/", 1)[-1]
 
 
 async def finished(queue: Queue, task_ids: list[str], timeout: float = 60.0) -> list[Task]:

@@ -1,5 +1,6 @@
-"""``kill -9`` of a whole gateway (``comfyfleet serve`` in a child process) with tasks queued and
-running: after a restart every task completes, exactly once."""
+"""``kill -9`` of a whole gateway (``comfyfleet serve`` in a child process) with tasks queued,
+running and prefetched into ComfyUI's queue: after a restart every task completes, exactly
+once."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class GatewayProcess:
             "COMFYFLEET_LEASE_SECONDS": "1.5",
             "COMFYFLEET_API_KEYS": "[]",
             "COMFYFLEET_RETRY_BACKOFF": "0.1",
+            "COMFYFLEET_PREFETCH_DEPTH": "1",
         }
         env.pop("COMFYFLEET_DATABASE_URL", None)
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -100,14 +102,14 @@ async def test_killed_gateway_loses_no_task(gateway_process, start_servers) -> N
     gw = gateway_process([f"a={a.url}", f"b={b.url}"])
     prefixes: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
-        for i in range(6):
+        for i in range(8):
             prefix = f"t{i}{os.urandom(5).hex()}"
             body = {"workflow": workflow(prefix), "debug": True}  # files kept: `executions`
             resp = await client.post("/api/v1/tasks", json=body)
             resp.raise_for_status()
             prefixes[resp.json()["id"]] = prefix
-        first_two = list(prefixes)[:2]
-        for task_id in first_two:  # FIFO: these two are running on a and b
+        in_flight = list(prefixes)[:4]
+        for task_id in in_flight:  # FIFO: running on a and b, and one more waiting in each
             await until(client, task_id, "started")
     gw.kill9()
     gw.start()  # same database and data dir, new process
@@ -117,9 +119,10 @@ async def test_killed_gateway_loses_no_task(gateway_process, start_servers) -> N
     outputs = [a.output_dir, b.output_dir]
     for task_id, prefix in prefixes.items():
         ran = executions(outputs, prefix)
-        if task_id in first_two:
-            # Running at the crash: its prompt may have finished on ComfyUI, unreported; the
-            # task ran again after its lease expired and completed once.
+        if task_id in in_flight:
+            # Claimed at the crash: its prompt may have finished on ComfyUI, unreported (a
+            # prefetched one runs there after the gateway died); the task ran again after its
+            # lease expired and completed once.
             assert done[task_id]["attempts"] == 2 and 1 <= ran <= 2
         else:
             assert done[task_id]["attempts"] == 1 and ran == 1

@@ -56,6 +56,7 @@ class Client(ComfyHTTP):
         history_timeout: float = 10.0,
         cancel_grace: float = 5.0,
         outputs_from_stream: bool = True,
+        on_down: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(
             url, session=session, request_timeout=request_timeout, connect_timeout=connect_timeout
@@ -67,6 +68,8 @@ class Client(ComfyHTTP):
         self._outputs_from_stream = outputs_from_stream
         self._events: EventStream | None = None
         self._classes: dict[str, dict[str, str]] = {}
+        #: Called with a reason when ComfyUI is found gone (socket closed, connections refused).
+        self.on_down = on_down
 
     async def __aenter__(self) -> Client:
         self._ensure_session()
@@ -92,8 +95,13 @@ class Client(ComfyHTTP):
                 self._reconcile,
                 reconnect_timeout=self._reconnect_timeout,
                 connect_timeout=self._connect_timeout,
+                on_down=self._down,
             )
         return self._events
+
+    def _down(self, reason: str) -> None:
+        if self.on_down is not None:
+            self.on_down(reason)
 
     async def connect(self) -> None:
         """Open the websocket now (otherwise the first `submit` does)."""
@@ -172,12 +180,14 @@ class Client(ComfyHTTP):
         watch = self.events.get(prompt_id)
         tracker = ProgressTracker(job_id or prompt_id, prompt_id, self._classes.get(prompt_id, {}))
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline) as limit:
                 if watch is None:  # not submitted by this client: its messages go elsewhere
                     return await self._poll(prompt_id)
                 return await self._follow(watch, tracker, on_progress)
         except TimeoutError:
-            if deadline is None or time.monotonic() < deadline:
+            # Our deadline, even when the loop's timer fired a hair early (uvloop's timers
+            # have millisecond resolution: time.monotonic() may still be short of it).
+            if deadline is None or not limit.expired():
                 raise
             await self.cancel(prompt_id)
             raise JobTimeout(

@@ -6,7 +6,10 @@ reconnects after a drop (tenacity backoff) and, after every reconnect — and be
 which makes it an HTTP polling fallback while the socket is refused — reconciles each watched
 prompt with ``/queue`` and ``/history``: a prompt that finished in the gap is completed from its
 history entry, one still queued keeps waiting, and one in neither is reported lost. The stream
-gives up only when neither the socket nor HTTP has worked for ``reconnect_timeout`` seconds.
+gives up when neither the socket nor HTTP has worked for ``reconnect_timeout`` seconds -- or at
+once when both are *refused*: nothing listens on ComfyUI's port, so its process is gone and so is
+every prompt in its (in-memory) queue. Then every watch hears `ComfyConnectionLost` and
+``on_down`` is called, within milliseconds of a ``kill -9`` instead of after the timeout.
 """
 
 from __future__ import annotations
@@ -30,17 +33,38 @@ log = logging.getLogger(__name__)
 Found = HistoryEntry | str | None
 Reconciler = Callable[[list[str]], Awaitable[dict[str, Found]]]
 Item = Event | HistoryEntry | ComfyFleetError
+OnDown = Callable[[str], None]
+
+
+def connection_refused(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it) is a refused TCP connection: nothing listens."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, ConnectionRefusedError):
+            return True
+        if isinstance(error, aiohttp.ClientConnectorError) and isinstance(
+            error.os_error, ConnectionRefusedError
+        ):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+class _Gone(Exception):
+    """The socket and HTTP are both refused: ComfyUI's process is not there."""
 
 
 class Watch:
     """One prompt's share of the stream.
 
     Keeps what a caller needs even if it never looks at single events: the UI outputs of its
-    ``executed`` messages, its ``execution_error``/``execution_interrupted`` event, and whether
+    ``executed`` messages, its ``execution_error``/``execution_interrupted`` event, whether
     the socket stayed up since the prompt was posted (``broken`` after any reconnect; then
-    only ``/history`` is trustworthy). Events are queued for a progress consumer while
-    ``progress`` is set; the queue always ends with one terminal item (``executing {node:
-    null}``, a history entry found by reconciliation, or an error).
+    only ``/history`` is trustworthy), and whether ComfyUI began executing it (``started``:
+    its ``execution_start`` was seen; until then it waits in ComfyUI's queue). Events are
+    queued for a progress consumer while ``progress`` is set; the queue always ends with one
+    terminal item (``executing {node: null}``, a history entry found by reconciliation, or an
+    error).
     """
 
     __slots__ = (
@@ -52,6 +76,7 @@ class Watch:
         "outputs",
         "progress",
         "prompt_id",
+        "started",
         "submitted",
     )
 
@@ -59,6 +84,7 @@ class Watch:
         self.prompt_id = prompt_id
         self.generation = generation
         self.submitted = False
+        self.started = False
         self.finished = False
         self.broken = False
         self.progress = True
@@ -75,6 +101,8 @@ class Watch:
                 node, output = item.data.get("node"), item.data.get("output")
                 if node is not None and isinstance(output, dict):
                     self.outputs[str(node)] = output
+            elif kind == "execution_start":
+                self.started = True
             elif kind in ("execution_error", "execution_interrupted"):
                 self.failure = item
                 return
@@ -99,8 +127,10 @@ class EventStream:
         reconnect_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         heartbeat: float = 20.0,
+        on_down: OnDown | None = None,
     ) -> None:
         self._session = session
+        self.on_down = on_down
         self._ws_url = ws_url
         self._reconcile = reconcile
         self._reconnect_timeout = reconnect_timeout
@@ -206,15 +236,28 @@ class EventStream:
             log.warning("ComfyUI websocket dropped; reconnecting")
             try:
                 await self._reconnect()
+            except _Gone as exc:
+                self._lost(f"ComfyUI at {self._ws_url} is gone: {exc}")
+                return
             except Exception as exc:  # every waiter must hear about it, whatever it was
                 reason = exc.message if isinstance(exc, ComfyFleetError) else repr(exc)
-                lost = ComfyConnectionLost(
+                self._lost(
                     f"lost ComfyUI at {self._ws_url} and could not reconnect within "
                     f"{self._reconnect_timeout:g}s: {reason}"
                 )
-                for watch in list(self._watches.values()):
-                    watch.push(lost)
                 return
+
+    def _lost(self, reason: str) -> None:
+        """Every watched prompt is lost with its server; say so to the watches and owner."""
+        log.warning("%s", reason)
+        for watch in list(self._watches.values()):
+            details = {"prompt_id": watch.prompt_id, "started": watch.started}
+            watch.push(ComfyConnectionLost(reason, **details))
+        if self.on_down is not None:
+            try:
+                self.on_down(reason)
+            except Exception:
+                log.exception("on_down callback failed")
 
     def _dispatch(self, event: Event | None) -> None:
         if event is not None and event.prompt_id is not None:
@@ -234,10 +277,12 @@ class EventStream:
             with attempt:
                 try:
                     ws = await self._open()
-                except ComfyUnavailable:
+                except ComfyUnavailable as exc:
                     # Socket refused: poll over HTTP meanwhile, so completions are not delayed
                     # by the outage and a live HTTP API keeps the stream from giving up.
-                    await self._poll_quietly()
+                    http_error = await self._poll_quietly(probe=True)
+                    if connection_refused(exc) and connection_refused(http_error):
+                        raise _Gone("the websocket closed and connections are refused") from exc
                     raise
         self._ws = ws
         self._connected = True
@@ -247,15 +292,19 @@ class EventStream:
             watch.broken = True
         await self._poll_quietly()
 
-    async def _poll_quietly(self) -> None:
+    async def _poll_quietly(self, *, probe: bool = False) -> ComfyFleetError | None:
+        """Reconcile the watches over HTTP; the error if HTTP failed. ``probe``: ask ComfyUI
+        (``/queue``) even when no prompt is watched, to learn whether HTTP answers at all."""
         try:
-            await self._reconcile_watches(self._watches.values())
+            await self._reconcile_watches(self._watches.values(), probe=probe)
         except ComfyFleetError as exc:
             log.info("reconciling with ComfyUI failed: %s", exc.message)
+            return exc
+        return None
 
-    async def _reconcile_watches(self, watches: Iterable[Watch]) -> None:
+    async def _reconcile_watches(self, watches: Iterable[Watch], *, probe: bool = False) -> None:
         pending = [w for w in watches if w.submitted and not w.finished]
-        if not pending:
+        if not pending and not probe:
             self._last_alive = time.monotonic()
             return
         found = await self._reconcile([w.prompt_id for w in pending])

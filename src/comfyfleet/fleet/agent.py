@@ -10,7 +10,11 @@ remote and RunPod agents share one set of failure semantics:
   backoff, so the retry lands on another idle backend first;
 - non-retryable errors fail the task at once with the precise error;
 - the deadline, a cancel request and a lost lease each cancel the running attempt (which
-  interrupts exactly our prompt); a lost lease reports nothing, someone else owns the task now.
+  interrupts exactly our prompt, or removes it from ComfyUI's queue if it is still waiting
+  there); a lost lease reports nothing, someone else owns the task now;
+- a task whose prompt was still waiting in ComfyUI's queue (prefetched, see `fleet.turn`) when
+  that ComfyUI went away never ran: it is handed back (`TaskSource.release`) in its old place,
+  without spending an attempt.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from comfyfleet.errors import (
+    ComfyConnectionLost,
     ComfyError,
     ComfyFleetError,
+    ComfyUnavailable,
     Conflict,
     InvalidRequest,
     JobInterrupted,
@@ -34,7 +40,7 @@ from comfyfleet.errors import (
     ResourceExhausted,
 )
 from comfyfleet.fleet.backend import Backend, Backoff, claim_while_claimable
-from comfyfleet.fleet.turn import Handover, Turn
+from comfyfleet.fleet.turn import Turn
 from comfyfleet.jobs import JobResult, JobSpec, Progress
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class Lease:
     attempt: int
     max_attempts: int
     deadline: float  # event-loop time by which this attempt must end
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts' errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,9 @@ class TaskSource(Protocol):
     def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
         """Every progress step, as it happens (the in-process events bus)."""
 
+    # Optional: ``async def release(lease, error) -> None`` hands a task that never ran back
+    # to the queue without counting the attempt; sources without it fail it (retryable).
+
 
 class Runner(Protocol):
     """Runs one task's JobSpec somewhere and returns its result."""
@@ -96,7 +106,8 @@ class Runner(Protocol):
         turn: Turn,
     ) -> JobResult:
         """A runner whose backend can take the next task before this one has delivered its
-        outputs says so through ``turn`` (see `comfyfleet.fleet.turn`); others ignore it."""
+        outputs, or knows whether its prompt started, says so through ``turn`` (see
+        `comfyfleet.fleet.turn`); others ignore it."""
 
 
 def spec_from_payload(payload: dict[str, Any]) -> JobSpec:
@@ -125,8 +136,29 @@ def error_body(error: BaseException, backend: str) -> dict[str, Any]:
     return body
 
 
+def earlier_errors(error: dict[str, Any] | None, attempt: int) -> list[dict[str, Any]]:
+    """The attempt history of a task claimed for ``attempt``: the stored error (that of the
+    attempt before) with its number, after the ``earlier`` errors it carries."""
+    if not isinstance(error, dict):
+        return []
+    chain = error.get("earlier")
+    head = {k: v for k, v in error.items() if k != "earlier"}
+    return [*(chain if isinstance(chain, list) else []), {**head, "attempt": attempt - 1}]
+
+
+def with_history(body: dict[str, Any], lease: Lease) -> dict[str, Any]:
+    """An attempt's error, carrying the errors of the attempts before it (``earlier``)."""
+    return {**body, "earlier": lease.earlier} if lease.earlier else body
+
+
+def never_ran(error: BaseException, turn: Turn) -> bool:
+    """The backend went away while our prompt still waited in its queue: it did not run."""
+    return turn.waiting and isinstance(error, ComfyConnectionLost | ComfyUnavailable)
+
+
 class Agent:
-    """Claims and runs tasks for one backend, ``backend.capacity`` at a time."""
+    """Claims and runs tasks for one backend: ``backend.capacity`` running and
+    ``backend.depth`` more already queued inside it."""
 
     def __init__(
         self,
@@ -147,11 +179,10 @@ class Agent:
         self._cancel: dict[str, asyncio.Event] = {}
         self._slots: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}  # by task id: running or delivering
-        self._handover = Handover()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        for index in range(self.backend.capacity):
+        for index in range(self.backend.slots):
             name = f"agent:{self.backend.name}:{index}"
             self._slots.append(asyncio.create_task(self._slot(), name=name))
 
@@ -189,9 +220,9 @@ class Agent:
 
     # --- loop ---------------------------------------------------------------------------------
     async def _slot(self) -> None:
-        """Claim, start the task, and claim again once the backend is free: when the task has
+        """Claim, start the task, and claim again once its slot is free: when the task has
         ended, or as soon as its prompt is done on ComfyUI (the runner's `Turn`), so
-        delivering its outputs and reporting overlap the next prompt."""
+        delivering its outputs and reporting overlap the next prompts."""
         while await self.backend.wait_ready():
             lease = await self._claim()
             if lease is None:
@@ -204,13 +235,6 @@ class Agent:
 
     async def _claim(self) -> Lease | None:
         try:
-            if self._handover.pending:
-                # A finished task waits for our next submission: if nothing is claimable
-                # right now, say so at once instead of letting it wait out the handoff.
-                lease = await claim_while_claimable(self.backend, self.source.claim(0.0))
-                if lease is not None:
-                    return lease
-                self._handover.done()
             return await claim_while_claimable(self.backend, self.source.claim(self.claim_wait))
         except Exception:
             log.exception("claim on %s failed", self.backend.name)
@@ -224,7 +248,7 @@ class Agent:
         freed = freed or asyncio.Event()
         backend.started(lease.task_id)
         cancel = self._cancel[lease.task_id] = asyncio.Event()
-        turn = Turn(backend, lease.task_id, freed, self._handover)
+        turn = Turn(backend, lease.task_id, freed)
         ok = False
         try:
             ok = await self._run(lease, cancel, turn)
@@ -232,7 +256,6 @@ class Agent:
             del self._cancel[lease.task_id]
             backend.finished(lease.task_id, ok=ok)
             freed.set()
-            turn.prompt_submitted()  # ended before (or without) a prompt: stop any hold
 
     async def _run(self, lease: Lease, cancel: asyncio.Event, turn: Turn) -> bool:
         loop = asyncio.get_running_loop()
@@ -259,13 +282,13 @@ class Agent:
         try:
             reason = await self._supervise(lease, attempt, cancel, nudge, latest)
         except asyncio.CancelledError:
-            await self._abandon(lease, attempt)
+            await self._abandon(lease, attempt, turn)
             raise
         try:
             result = await attempt
         except asyncio.CancelledError:
             if reason is None:  # we ourselves are being cancelled (stop)
-                await self._abandon(lease, attempt)
+                await self._abandon(lease, attempt, turn)
                 raise
             result = None
         except Exception as exc:
@@ -274,6 +297,9 @@ class Agent:
             error: BaseException = exc
             if reason == "cancelled" and not isinstance(exc, JobInterrupted):
                 error = JobInterrupted("cancelled by request")
+            if reason is None and never_ran(error, turn):
+                await self._hand_back(lease, error)
+                return False
             await self._report_failure(lease, error)
             return False
         if reason == "lease_lost":
@@ -285,7 +311,10 @@ class Agent:
         if reason == "timeout" or result is None:
             await self._report_failure(lease, JobTimeout(timeout=spec.timeout))
             return False
-        await self._report(self.source.complete(lease, result.model_dump(mode="json")), lease)
+        outcome = result.model_dump(mode="json")
+        if lease.earlier:  # a success carries no error; earlier attempts' stay in its history
+            outcome["attempt_errors"] = lease.earlier
+        await self._report(self.source.complete(lease, outcome), lease)
         return True
 
     async def _supervise(
@@ -342,12 +371,14 @@ class Agent:
                 break
         return reason
 
-    async def _abandon(self, lease: Lease, attempt: asyncio.Task[JobResult]) -> None:
-        """The agent is stopping mid-task: interrupt our prompt, hand the task straight back
-        to the queue (no backoff) so another backend or replica takes it now instead of after
-        the lease. Shielded: this runs while the agent's own task is being cancelled."""
+    async def _abandon(self, lease: Lease, attempt: asyncio.Task[JobResult], turn: Turn) -> None:
+        """The agent is stopping mid-task: interrupt our prompt (or withdraw it from ComfyUI's
+        queue), hand the task straight back to the queue (no backoff) so another backend or
+        replica takes it now instead of after the lease; a prompt still waiting in ComfyUI's
+        queue costs no attempt. Shielded: this runs while the agent's own task is cancelled."""
 
         async def hand_back() -> None:
+            unstarted = turn.waiting
             attempt.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(attempt, STOP_GRACE)
@@ -356,10 +387,32 @@ class Agent:
                 "message": "the agent stopped while running the task",
                 "backend": self.backend.name,
             }
-            await self._report(self.source.fail(lease, error, retryable=True, backoff=0.0), lease)
+            release = getattr(self.source, "release", None)
+            if unstarted and release is not None:
+                await self._report(release(lease, error), lease)
+            else:
+                fail = self.source.fail(lease, error, retryable=True, backoff=0.0)
+                await self._report(fail, lease)
 
         with contextlib.suppress(BaseException):
             await asyncio.shield(hand_back())
+
+    async def _hand_back(self, lease: Lease, error: BaseException) -> None:
+        """The backend went away before our prompt ran: the task goes back in its old place
+        with its attempt uncounted; the backend sits out until a health check passes."""
+        self.backend.mark_unhealthy(f"{type(error).__name__}: {error}")
+        log.warning(
+            "task %s: %s went away before its prompt ran; handed back",
+            lease.task_id,
+            self.backend.name,
+        )
+        body = error_body(error, self.backend.name)
+        release = getattr(self.source, "release", None)
+        if release is None:
+            call = self.source.fail(lease, body, retryable=True, backoff=0.0)
+        else:
+            call = release(lease, body)
+        await self._report(call, lease)
 
     async def _report_failure(self, lease: Lease, error: BaseException) -> None:
         retryable = error.retryable if isinstance(error, ComfyFleetError) else True
@@ -371,7 +424,7 @@ class Agent:
             )
         level = logging.WARNING if retryable else logging.INFO
         log.log(level, "task %s failed on %s: %r", lease.task_id, self.backend.name, error)
-        body = error_body(error, self.backend.name)
+        body = with_history(error_body(error, self.backend.name), lease)
         await self._report(
             self.source.fail(lease, body, retryable=retryable, backoff=backoff), lease
         )

@@ -1,10 +1,13 @@
 """One backend's dispatch state: healthy or not, draining or not, how many tasks it runs.
 
 An agent asks `Backend.wait_ready` before every claim. That returns at once while the backend
-is healthy, not draining and has a free slot; otherwise it sleeps until something changes
+is healthy, not draining and has a free slot (``capacity`` running plus ``depth`` prompts
+prefetched into the backend's own queue); otherwise it sleeps until something changes
 (drain lifted, slot freed, stop) or the next health check is due. A failed check (or a backend
 fault seen while running a task) marks the backend unhealthy, and checks are retried with
-exponential backoff, so a dead ComfyUI never claims tasks it cannot run.
+exponential backoff, so a dead ComfyUI never claims tasks it cannot run. A local ComfyUI's
+checks are cheap (a refused connection answers at once), so they back off to at most
+`LOCAL_HEALTH_BACKOFF`'s 1 s: a restarted ComfyUI is back in use within a second.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class Backoff:
         return base * (1 + random.uniform(-self.jitter, self.jitter))
 
 
+#: Health-check backoff of local ComfyUIs: a restarted one is noticed within about a second.
+LOCAL_HEALTH_BACKOFF = Backoff(initial=0.25, maximum=1.0)
+
+
 class Backend:
     """Health, drain and load of one execution target; safe to share by several coroutines."""
 
@@ -53,20 +60,22 @@ class Backend:
         url: str | None = None,
         check: HealthCheck | None = None,
         capacity: int = 1,
+        depth: int = 0,
         backoff: Backoff | None = None,
         healthy: bool | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
         self.url = url
-        self.capacity = capacity
+        self.capacity = capacity  # tasks it runs at once
+        self.depth = depth  # more tasks kept waiting in its own queue (pipelined dispatch)
         self.backoff = backoff or Backoff()
         self._check = check
         # Unchecked backends are checked before their first claim.
         self.healthy = healthy if healthy is not None else check is None
         self.draining = False
         self.stopped = False
-        self.running: set[str] = set()  # tasks occupying the backend
+        self.running: set[str] = set()  # tasks occupying a slot (running or prefetched)
         self.delivering: set[str] = set()  # tasks whose prompt is done, outputs on the way
         self.failures = 0  # consecutive failed checks / faults
         self.last_error: str | None = None
@@ -140,8 +149,12 @@ class Backend:
 
     # --- waiting ------------------------------------------------------------------------------
     @property
+    def slots(self) -> int:
+        return self.capacity + self.depth
+
+    @property
     def has_slot(self) -> bool:
-        return len(self.running) < self.capacity
+        return len(self.running) < self.slots
 
     @property
     def state(self) -> str:
@@ -151,7 +164,7 @@ class Backend:
             return "draining" if self.running or self.delivering else "drained"
         if not self.healthy:
             return "unhealthy"
-        return "busy" if not self.has_slot else "idle"
+        return "busy" if len(self.running) >= self.capacity else "idle"
 
     def change_event(self) -> asyncio.Event:
         """The event set at the next state change (take it, check state, then wait on it)."""
@@ -210,6 +223,7 @@ class Backend:
             "healthy": self.healthy,
             "draining": self.draining,
             "capacity": self.capacity,
+            "depth": self.depth,
             "running": sorted(self.running),
             "delivering": sorted(self.delivering),
             "claiming": self.claiming,

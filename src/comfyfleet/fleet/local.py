@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from comfyfleet.config import Settings
-from comfyfleet.fleet.agent import Lease, Verdict
+from comfyfleet.fleet.agent import Lease, Verdict, earlier_errors
 from comfyfleet.fleet.events import TaskEvents
 from comfyfleet.fleet.turn import Turn
 from comfyfleet.jobs import JobResult, JobSpec, Progress
@@ -92,6 +92,7 @@ class QueueSource:
             attempt=task.attempts,
             max_attempts=task.max_attempts,
             deadline=asyncio.get_running_loop().time() + left,
+            earlier=earlier_errors(task.error, task.attempts),
         )
 
     async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict:
@@ -115,6 +116,13 @@ class QueueSource:
             backoff_seconds=backoff,
             progress=self._latest.pop(lease.task_id, None),
         )
+        self._publish(task)
+
+    async def release(self, lease: Lease, error: dict[str, Any]) -> None:
+        """The task never ran here: back to the queue in its old place, attempt uncounted."""
+        self._latest.pop(lease.task_id, None)
+        task = await self.queue.release(lease.task_id, self.owner, lease.attempt)
+        log.info("%s handed back %s unrun (%s)", self.backend, task.id, error.get("message"))
         self._publish(task)
 
     def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
@@ -188,9 +196,10 @@ class ComfyRunner:
 
 class _TurnClient:
     """The ComfyUI client as `execute` sees it, telling the task's `Turn` when our prompt is
-    in ComfyUI's queue and when it is done there (``wait`` returned): from then on only our
-    delivery remains and the backend can take the next task. (Progress stages from `execute`
-    marking those two moments would make this wrapper unnecessary.)"""
+    in ComfyUI's queue, whether it started there, and when it is done there (``wait``
+    returned): from then on only our delivery remains and the slot can take the next task.
+    (Progress stages from `execute` marking those moments would make this wrapper
+    unnecessary.)"""
 
     def __init__(self, client: Any, turn: Turn) -> None:
         self._client = client
@@ -200,16 +209,17 @@ class _TurnClient:
         return getattr(self._client, name)
 
     async def submit(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await self._client.submit(*args, **kwargs)
-        finally:
-            self._turn.prompt_submitted()
+        prompt_id = await self._client.submit(*args, **kwargs)
+        self._turn.prompt_submitted()
+        return prompt_id
 
-    async def wait(self, *args: Any, **kwargs: Any) -> Any:
+    async def wait(self, prompt_id: str, *args: Any, **kwargs: Any) -> Any:
+        watch = self._client.events.get(prompt_id)
         try:
-            entry = await self._client.wait(*args, **kwargs)
+            entry = await self._client.wait(prompt_id, *args, **kwargs)
         except BaseException:
+            self._turn.started = watch is None or watch.started
             self._turn.release()
             raise
-        await self._turn.prompt_done()
+        self._turn.prompt_done()
         return entry

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from comfyfleet.config import Settings
 from comfyfleet.errors import NotFound
 from comfyfleet.fleet.agent import Agent
-from comfyfleet.fleet.backend import Backend, Backoff
+from comfyfleet.fleet.backend import LOCAL_HEALTH_BACKOFF, Backend, Backoff
 from comfyfleet.fleet.events import TaskEvents
 from comfyfleet.fleet.folders import BackendFolders
 from comfyfleet.fleet.local import ComfyRunner, QueueSource, SinkFactory, status_event
@@ -188,8 +188,16 @@ class Fleet:
             models=self.models,
         )
         folders.follow(runner)
-        check = folders.checked(runner.health, client)
-        backend = Backend(name, kind="local", url=url, check=check)
+        backend = Backend(
+            name,
+            kind="local",
+            url=url,
+            check=folders.checked(runner.health, client),
+            depth=self.settings.prefetch_depth,
+            backoff=LOCAL_HEALTH_BACKOFF,
+        )
+        # A closed websocket plus refused connections: down now, not after a timeout.
+        client.on_down = lambda reason: backend.mark_unhealthy(reason)
         return self._agent(backend, runner)
 
     def _runpod_agent(self) -> Agent:

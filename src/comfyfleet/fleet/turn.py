@@ -1,72 +1,49 @@
-"""Handing one backend from a task to the next without leaving its GPU idle.
+"""One task's hold on a backend slot, as its runner sees it.
 
-A task occupies its ComfyUI only until its prompt is done; delivering the outputs and
-reporting need no GPU. So the runner tells its `Turn` ``prompt_done()``: the backend is
-released (the agent claims the next task at once) and, for at most `HANDOFF_WAIT`, the finished
-task waits until the next task's prompt is submitted (``prompt_submitted()``) before it starts
-downloading and storing its outputs, which would otherwise compete with that submission for the
-event loop and for ComfyUI's attention. With nothing to claim, the agent ends the wait at once.
-Measured by ``bench/dispatch.py``: utilisation 0.93 -> 0.96 at K=4, W=200 ms.
+A local backend has ``1 + depth`` slots: one for the prompt ComfyUI runs and ``depth`` for
+prompts already uploaded and waiting in ComfyUI's own queue (pipelined dispatch), so ComfyUI
+starts the next prompt the moment one ends instead of waiting for the gateway to claim, prepare
+and submit it. A task holds its slot only until its prompt is done in ComfyUI; delivering the
+outputs and reporting need no GPU, so the runner calls ``prompt_done()`` and the agent claims
+the next task at once.
+
+The runner also says how far the prompt got (``queued`` in ComfyUI, ``started`` there): a task
+whose prompt was still waiting in ComfyUI's queue when that ComfyUI died never ran, so it goes
+back to the queue without spending an attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from comfyfleet.fleet.backend import Backend
 
-# Longest a finished task holds back its delivery for the next task's submission.
-HANDOFF_WAIT = 0.02
-
-
-class Handover:
-    """One per agent: the finished task waiting for its successor's submission, if any."""
-
-    def __init__(self) -> None:
-        self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def pending(self) -> bool:
-        return self._waiter is not None and not self._waiter.done()
-
-    def expect(self) -> asyncio.Future[None]:
-        self.done()
-        self._waiter = asyncio.get_running_loop().create_future()
-        return self._waiter
-
-    def done(self) -> None:
-        """The successor submitted its prompt, or there is none: stop holding back."""
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
 
 class Turn:
-    """One task's hold on its backend, as its runner sees it."""
+    """A task's slot on its backend and how far its prompt got there."""
 
-    def __init__(
-        self, backend: Backend, task_id: str, freed: asyncio.Event, handover: Handover
-    ) -> None:
+    def __init__(self, backend: Backend, task_id: str, freed: asyncio.Event) -> None:
         self.backend = backend
         self.task_id = task_id
         self.freed = freed
-        self.handover = handover
+        self.queued = False  # our prompt is in ComfyUI's queue (POST /prompt answered)
+        self.started = False  # ComfyUI began executing it (execution_start seen)
+
+    @property
+    def waiting(self) -> bool:
+        """Queued in ComfyUI but not started: the prompt has not run at all."""
+        return self.queued and not self.started
 
     def release(self) -> None:
-        """The backend is free for the next task (idempotent)."""
+        """The slot is free for the next task (idempotent)."""
         if not self.freed.is_set():
             self.backend.release(self.task_id)
             self.freed.set()
 
-    async def prompt_done(self) -> None:
-        """Release the backend, then give the next task's prompt a head start."""
-        if self.freed.is_set():
-            return
-        waiter = self.handover.expect()
-        self.release()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), HANDOFF_WAIT)
-
     def prompt_submitted(self) -> None:
-        """Our prompt is in ComfyUI's queue: a predecessor may deliver now."""
-        self.handover.done()
+        self.queued = True
+
+    def prompt_done(self) -> None:
+        """Our prompt ended in ComfyUI; only our delivery remains."""
+        self.started = True
+        self.release()

@@ -188,6 +188,12 @@ class Queue(abc.ABC):
         Conflict unless ``owner`` holds the running task."""
 
     @abc.abstractmethod
+    async def release(self, task_id: str, owner: str, attempt: int) -> Task:
+        """Hand a claimed task back unrun (its prompt never started: the backend went away
+        first): queued again in its old place, attempt ``attempt`` uncounted. Conflict unless
+        ``owner`` holds it in that attempt."""
+
+    @abc.abstractmethod
     async def cancel(self, task_id: str) -> Task:
         """Queued: cancelled now. Running: cancel_requested (the agent stops and reports via
         `fail`). Finished: Conflict. Unknown: NotFound."""

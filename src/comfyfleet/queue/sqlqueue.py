@@ -286,6 +286,20 @@ class SqlQueue(EventQueue):
             progress=self._maybe(progress, self.json_in),
         )
 
+    async def release(self, task_id: str, owner: str, attempt: int) -> Task:
+        row = await self._row("unclaim", {"id": task_id, "owner": owner, "attempts": attempt})
+        if row is None:
+            existing = await self._existing(task_id)
+            raise Conflict(
+                f"task {task_id} is {existing['status']} and not leased to {owner}",
+                task_id=task_id,
+                status=existing["status"],
+                lease_owner=existing["lease_owner"],
+            )
+        task = self._task(row)
+        self._changed([task])
+        return task
+
     async def cancel(self, task_id: str) -> Task:
         row = await self._row("cancel", {"id": task_id, "now": self._now()})
         if row is None:

@@ -98,7 +98,8 @@ RETURNING cancel_requested, lease_expires_at;
 -- A succeeded task reads done at 100 percent, whatever the last heartbeat managed to record.
 UPDATE tasks
    SET status = 'succeeded', result = %(result)s, finished_at = %(now)s,
-       lease_expires_at = NULL, progress = %(progress)s
+       lease_expires_at = NULL, progress = %(progress)s,
+       error = NULL  -- earlier attempts' errors are in the result
  WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
 RETURNING *;
 
