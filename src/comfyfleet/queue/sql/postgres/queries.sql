@@ -99,7 +99,7 @@ RETURNING cancel_requested, lease_expires_at;
 UPDATE tasks
    SET status = 'succeeded', result = %(result)s, finished_at = %(now)s,
        lease_expires_at = NULL, progress = %(progress)s,
-       error = NULL  -- earlier attempts' errors are in the result
+       error = NULL  -- the errors of earlier attempts are in the result
  WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
 RETURNING *;
 

@@ -83,7 +83,7 @@ RETURNING cancel_requested, lease_expires_at;
 -- A succeeded task reads done at 100 percent, whatever the last heartbeat managed to record.
 UPDATE tasks
    SET status = 'succeeded', result = :result, finished_at = :now, lease_expires_at = NULL,
-       progress = :progress, error = NULL  -- earlier attempts' errors are in the result
+       progress = :progress, error = NULL  -- the errors of earlier attempts are in the result
  WHERE id = :id AND status = 'running' AND lease_owner = :owner
 RETURNING *;
 
