@@ -12,9 +12,10 @@ import pytest
 from comfyfleet.config import Settings
 
 from .cases import CRASH, Case, local_options
+from .docker_image import CRASH_COMMAND, build_image, mounts, server_command
 from .runpod_standin import RunPodStandIn
 
-PROVIDERS = ["local", "runpod"]
+PROVIDERS = ["local", "runpod", "docker"]
 
 
 @pytest.fixture
@@ -43,8 +44,32 @@ async def _case(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
                 settings=settings,
                 has_logs=False,
             )
+    elif kind == "docker":
+        client = docker_client()
+        image = build_image(client)
+        common = {"image": image, "volumes": mounts()}
+        yield Case(
+            "docker",
+            data,
+            {**common, "command": server_command()},
+            {**common, "command": CRASH_COMMAND},
+        )
+        client.close()
     else:  # pragma: no cover
         raise ValueError(kind)
+
+
+def docker_client():  # type: ignore[no-untyped-def]
+    """The Docker daemon these tests need (`.ci/run` installs and starts it): a failure, not
+    a skip, when it is not there."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"the Docker provider's tests need a running Docker daemon: {exc}")
+    return client
 
 
 @pytest.fixture(params=PROVIDERS)
