@@ -26,7 +26,15 @@ from comfyfleet.errors import AuthError, ComfyFleetError, InvalidRequest, NotFou
 from comfyfleet.gateway.auth import KeyRing, check_exposure
 from comfyfleet.gateway.intake import describe
 from comfyfleet.gateway.limits import BodyLimitMiddleware, BodyTooLarge
-from comfyfleet.gateway.routes import artifacts, backends, dashboard, health, metrics, tasks
+from comfyfleet.gateway.routes import (
+    artifacts,
+    backends,
+    comfy_compat,
+    dashboard,
+    health,
+    metrics,
+    tasks,
+)
 from comfyfleet.gateway.schemas import body_schemas
 from comfyfleet.gateway.state import DEMO_LABEL, Gateway, running_gateway
 
@@ -66,7 +74,7 @@ def create_app(
     app.state.keys = keys
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
-    for module in (tasks, artifacts, backends, health, metrics, dashboard):
+    for module in (tasks, artifacts, backends, health, metrics, dashboard, comfy_compat):
         app.include_router(module.router)
     if importlib.util.find_spec("comfyfleet.gateway.routes.agents") is not None:
         from comfyfleet.gateway.routes import agents

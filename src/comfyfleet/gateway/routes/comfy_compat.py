@@ -1,0 +1,255 @@
+"""A ComfyUI-compatible face: existing ComfyUI API clients point at the gateway unchanged and
+the fleet looks like one big ComfyUI.
+
+``POST /prompt`` serves two dialects told apart by shape: Salad comfyui-api's body (it has
+``id``, ``convert_output``, ``webhook``/``webhook_v2`` or ``credentials``; see `salad`) gets
+Salad's synchronous answer; anything else is ComfyUI's body (``prompt``, ``client_id``,
+``extra_data``, ``prompt_id``...), queued on the fleet and answered ``{prompt_id, number,
+node_errors}`` at once (400 with ComfyUI's ``node_errors`` when invalid). ``/ws?clientId=``
+sends ComfyUI's messages for the prompts that client submitted; ``/history``, ``/view``,
+``/queue`` and ``/object_info`` answer in ComfyUI's shapes. See docs/gateway.md for what is not
+supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict, deque
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+
+from comfyfleet.errors import ComfyFleetError, InvalidRequest, NotFound
+from comfyfleet.gateway import comfy_face, sse
+from comfyfleet.gateway.auth import authorize
+from comfyfleet.gateway.deps import GatewayDep, Reader, Submitter
+from comfyfleet.gateway.intake import decode_json
+from comfyfleet.gateway.routes import salad
+from comfyfleet.gateway.routes.artifacts import get_artifact
+from comfyfleet.gateway.schemas import ERROR_RESPONSES
+from comfyfleet.gateway.views import task_out
+
+router = APIRouter(tags=["ComfyUI-compatible"], responses=ERROR_RESPONSES)
+PROMPT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "ComfyUI: {prompt_id, number, node_errors}; Salad: its answer"},
+    202: {"description": "Salad body with a webhook: accepted, answered at once"},
+    400: {"description": "Refused, in the dialect's own error shape (nothing queued)"},
+    500: {"description": "Salad body: the task failed (its error message)"},
+    503: {"description": "Salad body: no backend could run it now"},
+    504: {"description": "Salad body: the task did not finish in time"},
+}
+
+
+class Clients:
+    """Which websocket clients wait for which prompts (per gateway process)."""
+
+    def __init__(self) -> None:
+        self.listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+        self.recent: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=64))
+
+    def submitted(self, client_id: str, prompt_id: str) -> None:
+        self.recent[client_id].append(prompt_id)
+        for inbox in self.listeners.get(client_id, ()):
+            inbox.put_nowait(prompt_id)
+
+
+def _clients(app: Any) -> Clients:
+    if not hasattr(app.state, "comfy_clients"):
+        app.state.comfy_clients = Clients()
+    return app.state.comfy_clients
+
+
+@router.post(
+    "/prompt",
+    summary="Queue a prompt (ComfyUI's body, or Salad comfyui-api's)",
+    responses=PROMPT_RESPONSES,
+)
+async def post_prompt(request: Request, gateway: GatewayDep, _: Submitter) -> Response:
+    data = decode_json(await request.body())
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if salad.is_salad(data):
+        return await salad.prompt(data, gateway)
+    graph = data.get("prompt")
+    if not isinstance(graph, dict):
+        body = comfy_face.rejection(
+            InvalidRequest("'prompt' must be an API-format graph (an object)"), graph
+        )
+        return JSONResponse(body, status_code=400)
+    catalogues = gateway.fleet.catalogues()
+    if (
+        catalogues
+        and not comfy_face.unknown_classes(graph, catalogues)
+        and not comfy_face.output_nodes(graph, catalogues)
+    ):
+        return JSONResponse(
+            {
+                "error": {
+                    "type": "prompt_no_outputs",
+                    "message": "Prompt has no outputs",
+                    "details": "",
+                    "extra_info": {},
+                },
+                "node_errors": [],
+            },
+            status_code=400,
+        )
+    client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
+    number = comfy_face.next_number()
+    body = {**data, "prompt_id": data.get("prompt_id") or str(uuid.uuid4())}
+    try:
+        task, _sub = await comfy_face.enqueue(
+            gateway, body, "comfy", {"comfy": {"client_id": client_id, "number": number}}
+        )
+    except InvalidRequest as exc:
+        return JSONResponse(comfy_face.rejection(exc, graph), status_code=400)
+    if client_id:
+        _clients(request.app).submitted(client_id, task.id)
+    return JSONResponse({"prompt_id": task.id, "number": number, "node_errors": {}})
+
+
+@router.get("/history/{prompt_id}", summary="A finished prompt, as ComfyUI's history shows it")
+async def history_one(prompt_id: str, gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    try:
+        task = await gateway.queue.get(prompt_id)
+    except NotFound:
+        return {}
+    if not task.finished:
+        return {}  # ComfyUI writes history when the prompt is done
+    return {task.id: comfy_face.history_entry(task)}
+
+
+@router.get("/history", summary="Recently finished prompts, newest first")
+async def history(
+    gateway: GatewayDep,
+    _: Reader,
+    max_items: Annotated[int, Query(ge=1, le=500)] = 64,
+) -> dict[str, Any]:
+    page = await gateway.queue.list(limit=max_items)
+    return {t.id: comfy_face.history_entry(t) for t in page.items if t.finished}
+
+
+@router.get("/queue", summary="Running and pending prompts of the whole fleet")
+async def queue(gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    running = await gateway.queue.list(status="running", limit=500)
+    pending = await gateway.queue.list(status="queued", limit=500)
+    return {
+        "queue_running": [comfy_face.queue_row(t) for t in running.items],
+        "queue_pending": [comfy_face.queue_row(t) for t in reversed(pending.items)],
+    }
+
+
+@router.get(
+    "/view",
+    summary="An output file, by ComfyUI's filename/subfolder/type",
+    response_class=Response,
+    responses={200: {"description": "The file's bytes"}, 307: {"description": "On S3"}},
+)
+async def view(
+    gateway: GatewayDep,
+    principal: Reader,
+    filename: str,
+    subfolder: str = "",
+    type: str = "output",
+) -> Response:
+    if type != "output" or not subfolder:
+        raise NotFound(
+            f"no {type} file {filename!r} here: the gateway serves task outputs "
+            "(subfolder = the prompt id, type=output)"
+        )
+    return await get_artifact(subfolder, filename, gateway, principal)
+
+
+@router.get("/object_info", summary="Every node class any known backend has")
+async def object_info(gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for catalogue in gateway.fleet.catalogues():
+        for name, info in catalogue.items():
+            merged.setdefault(name, info)
+    return merged
+
+
+@router.get("/object_info/{node_class}", summary="One node class")
+async def object_info_one(node_class: str, gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    for catalogue in gateway.fleet.catalogues():
+        if node_class in catalogue:
+            return {node_class: catalogue[node_class]}
+    return {}
+
+
+@router.websocket("/ws")
+async def websocket(
+    socket: WebSocket,
+    client_id: Annotated[str | None, Query(alias="clientId")] = None,
+    token: str | None = None,
+) -> None:
+    """ComfyUI's message stream for the prompts this ``clientId`` submitted (others are not
+    shown: the fleet's other users are not this client's business)."""
+    gateway = socket.app.state.gateway
+    header = socket.headers.get("authorization") or (f"Bearer {token}" if token else None)
+    host = socket.client.host if socket.client else None
+    try:
+        authorize(gateway.keys.authenticate(header, host), "read")
+    except ComfyFleetError:
+        await socket.close(code=1008)
+        return
+    await socket.accept()
+    sid = client_id or uuid.uuid4().hex
+    clients = _clients(socket.app)
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+    clients.listeners[sid].add(inbox)
+    for prompt_id in list(clients.recent.get(sid, ())):
+        inbox.put_nowait(prompt_id)
+    lock = asyncio.Lock()
+    followers: set[asyncio.Task[None]] = set()
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await socket.send_json(message)
+
+    async def follow(prompt_id: str) -> None:
+        translator = comfy_face.Translator(prompt_id)
+        base = str(socket.base_url).replace("ws", "http", 1)
+
+        def present(task: Any) -> dict[str, Any]:
+            return jsonable_encoder(task_out(task, base))
+
+        async for name, data in sse.task_events(gateway.queue, gateway.events, prompt_id, present):
+            for message in translator.messages(name, data):
+                await send(message)
+
+    async def receive() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await socket.receive_text()  # feature_flags and the like: nothing to answer
+
+    stats = await gateway.queue.stats()
+    remaining = stats.counts.get("queued", 0) + stats.counts.get("running", 0)
+    status = {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}
+    await send({"type": "status", "data": status})
+    reader = asyncio.create_task(receive())
+    seen: set[str] = set()
+    try:
+        while not reader.done():
+            getter = asyncio.ensure_future(inbox.get())
+            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                break
+            prompt_id = getter.result()
+            if prompt_id not in seen:
+                seen.add(prompt_id)
+                follower = asyncio.create_task(follow(prompt_id))
+                followers.add(follower)
+                follower.add_done_callback(followers.discard)
+    finally:
+        clients.listeners[sid].discard(inbox)
+        if not clients.listeners[sid]:
+            del clients.listeners[sid]
+        for task in [reader, *followers]:
+            task.cancel()
+        await asyncio.gather(reader, *followers, return_exceptions=True)
