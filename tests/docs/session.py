@@ -42,6 +42,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the command's process group (servers it started too), SIGKILL if it stays."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _printed_last_line(expected: tuple[str, ...], actual: tuple[str, ...]) -> bool:
     """The shown output's last line (the ready line) was printed: waiting longer is useless."""
     shown = [line for line in expected if line.strip() != ANY_LINES]
@@ -59,7 +73,8 @@ class Background:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             start_new_session=True,
         )
         self.lines: list[str] = []
@@ -102,15 +117,7 @@ class Background:
                 self._changed.wait(min(left, 0.5))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        _kill_group(self.process)
         self._reader.join(timeout=5)
 
 
@@ -164,23 +171,31 @@ class Session:
             self.background.append(bg)
             bg.wait_for(step.expected, self.translate, READY_TIMEOUT)
             return
+        process = subprocess.Popen(
+            self._script(command, keep_state=True),
+            cwd=self.dir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,  # on a timeout, its children go too
+        )
         try:
-            done = subprocess.run(
-                self._script(command, keep_state=True),
-                cwd=self.dir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=COMMAND_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise StepFailed(f"still running after {COMMAND_TIMEOUT:.0f} s") from exc
-        actual = normalize_output(self.translate(done.stdout))
-        if done.returncode != 0:
+            output, _ = process.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            output, _ = process.communicate()
+            actual = normalize_output(self.translate(output))
             raise StepFailed(
-                f"exit status {done.returncode} (show an expected failure with"
+                f"still running after {COMMAND_TIMEOUT:.0f} s (a server? end the command with"
+                f" ' &')\n{explain(step.expected, actual)}"
+            ) from None
+        actual = normalize_output(self.translate(output))
+        if process.returncode != 0:
+            raise StepFailed(
+                f"exit status {process.returncode} (show an expected failure with"
                 f' `; echo "exit=$?"`)\n{explain(step.expected, actual)}'
             )
         if not matches(step.expected, actual):

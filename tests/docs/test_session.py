@@ -66,3 +66,19 @@ def test_a_background_command_that_exits_or_prints_else_fails(session: Session) 
         run(session, "$ echo other &\nready\n")
     with pytest.raises(StepFailed, match="what came before differs"):
         run(session, "$ printf 'noise\\nready\\n'; sleep 600 &\nready\n")
+
+
+def test_a_command_that_does_not_end_is_stopped_with_its_children(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from . import session as session_module
+
+    monkeypatch.setattr(session_module, "COMMAND_TIMEOUT", 1.0)
+    with pytest.raises(StepFailed, match=r"(?s)still running after 1 s.*    started"):
+        run(session, "$ (sleep 600 & echo $! > child.pid; echo started; wait)\nstarted\n")
+    child = int((session.dir / "child.pid").read_text())
+    try:  # gone, or dead and not yet reaped by whoever inherited it
+        state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z")
