@@ -170,6 +170,13 @@ class Settings(BaseSettings):
         "(comma-separated or a JSON list).",
     )
     lease_seconds: float = Field(default=30.0, validation_alias=_env("lease_seconds"))
+    agent_expiry_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias=_env("agent_expiry_seconds"),
+        description="A remote agent that has not called in for this long (and holds no task) "
+        "is forgotten; what it executed stays in the totals.",
+    )
     # --- fleet (dispatch) ------------------------------------------------------------------
     prefetch_depth: int = Field(
         default=2,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from comfyfleet.fleet.registry import RemoteAgents
 from comfyfleet.gateway.app import create_app
 
 from .helpers import Served, executions, final, post_task, serve, until
@@ -153,3 +154,99 @@ async def test_killed_agent_task_finishes_on_another_backend(
     assert done["status"] == "succeeded" and done["backend"] == "gpu-b"
     assert done["attempts"] == 2
     assert executions([b.output_dir], prefix) == 1
+
+
+# --- the registry: agents that stop calling in, one state everywhere ------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (expiry is about time passing)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_silent_agent_goes_offline_then_is_forgotten_keeping_its_counts() -> None:
+    clock = Clock()
+    agents = RemoteAgents(offline_after=75.0, expire_after=600.0, clock=clock)
+    backend = agents.touch("gpu-a")
+    backend.started("t1")
+    backend.finished("t1", ok=True)
+    backend.started("t2")
+    backend.finished("t2", ok=False)
+    [live] = agents.snapshots()
+    assert (live["state"], live["healthy"]) == ("idle", True)
+    clock.now += 76
+    [silent] = agents.snapshots()
+    assert (silent["state"], silent["healthy"]) == ("offline", False)
+    clock.now += 600
+    assert agents.snapshots() == [] and "gpu-a" not in agents
+    assert agents.retired.as_dict() == {"agents": 1, "executed": 1, "failed": 1}
+
+
+def test_an_agent_holding_a_task_or_a_claim_is_never_forgotten() -> None:
+    clock = Clock()
+    agents = RemoteAgents(offline_after=75.0, expire_after=10.0, clock=clock)
+    agents.touch("runs").started("t1")
+    agents.touch("claims").claiming += 1
+    clock.now += 3600
+    assert sorted(s["name"] for s in agents.snapshots()) == ["claims", "runs"]
+    assert {s["state"] for s in agents.snapshots()} <= {"idle", "busy"}
+
+
+async def test_only_claims_register_agents_and_silent_ones_expire(settings_for) -> None:
+    """Reports for tasks an agent does not hold (what a fuzzer sends) register nobody; agents
+    that claimed and went silent are pruned from /api/v1/backends and the worker metrics,
+    while the Prometheus totals keep what they did."""
+    settings = settings_for([], api_keys=[f"{AGENT}:agent", f"{ADMIN}:admin"])
+    async with serve(create_app(settings)) as served:
+        clock = Clock()
+        served.gateway.fleet.remotes.clock = clock
+        async with served.client(AGENT) as agent, served.client(ADMIN) as admin:
+            for name in ("ghost-1", "ghost-2"):
+                ident = {"agent_id": "a1", "name": name}
+                await agent.post("/api/v1/agent/tasks/nope/heartbeat", json=ident)
+                await agent.post("/api/v1/agent/tasks/nope/complete", json={**ident, "result": {}})
+                await agent.post(
+                    "/api/v1/agent/tasks/nope/fail", json={**ident, "error": {"code": "x"}}
+                )
+            assert (await admin.get("/api/v1/backends")).json() == []
+            for name in ("gpu-a", "gpu-b"):
+                claim = {"agent_id": "a1", "name": name}
+                assert (await agent.post("/api/v1/agent/claim", json=claim)).status_code == 204
+            names = {b["name"] for b in (await admin.get("/api/v1/backends")).json()}
+            assert names == {"gpu-a", "gpu-b"}
+            clock.now += settings.agent_expiry_seconds + 1
+            backends = (await admin.get("/api/v1/backends")).json()
+            metrics = (await admin.get("/api/v1/metrics")).json()
+            text = (await admin.get("/metrics")).text
+    assert backends == [] and metrics["backends"] == []
+    assert metrics["workers"]["total_workers"] == 0
+    assert metrics["expired_agents"] == {"agents": 2, "executed": 0, "failed": 0}
+    assert "comfyfleet_remote_agents_expired_total 2.0" in text
+
+
+async def test_an_offline_agent_reads_offline_and_unhealthy_everywhere(settings_for) -> None:
+    settings = settings_for([], api_keys=[f"{AGENT}:agent", f"{ADMIN}:admin"])
+    async with serve(create_app(settings)) as served:
+        clock = Clock()
+        served.gateway.fleet.remotes.clock = clock
+        async with served.client(AGENT) as agent, served.client(ADMIN) as admin:
+            claim = {"agent_id": "a1", "name": "gpu-a"}
+            assert (await agent.post("/api/v1/agent/claim", json=claim)).status_code == 204
+            clock.now += 76  # silent longer than max(2 x lease, 75 s), not yet expired
+            [listed] = (await admin.get("/api/v1/backends")).json()
+            metrics = (await admin.get("/api/v1/metrics")).json()
+            text = (await admin.get("/metrics")).text
+            ready = (await admin.get("/readyz")).json()
+    [shown] = metrics["backends"]  # what the dashboard renders
+    for snapshot in (listed, shown):
+        assert (snapshot["state"], snapshot["healthy"]) == ("offline", False)
+    assert metrics["workers"]["failed_workers"] == 1
+    assert 'comfyfleet_backend_up{backend="gpu-a",kind="remote",label=""} 0.0' in text
+    assert 'comfyfleet_backends{state="offline"} 1.0' in text
+    assert ready["backends"]["healthy"] == 0
+    assert ready["backends"]["items"][0]["state"] == "offline"

@@ -93,7 +93,7 @@ def test_worker_counts_map_backend_states() -> None:
         {"state": "idle", "running": []},
         {"state": "busy", "running": ["t1"]},
         {"state": "idle", "running": ["t2"]},  # capacity 2, one running
-        {"state": "unhealthy", "failures": 0},  # never checked yet
+        {"state": "starting", "failures": 0},  # never checked yet
         {"state": "unhealthy", "failures": 3},
         {"state": "offline"},
         {"state": "draining", "running": ["t3"]},

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from comfyfleet.fleet.backend import LOCAL_HEALTH_BACKOFF, Backend, Backoff
 from comfyfleet.fleet.events import TaskEvents
 from comfyfleet.fleet.folders import BackendFolders
 from comfyfleet.fleet.local import ComfyRunner, QueueSource, SinkFactory, status_event
+from comfyfleet.fleet.registry import RemoteAgents, consistent
 from comfyfleet.queue.base import Queue, Task
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,10 @@ class Fleet:
 
         self.models = JobModels(settings, who="gateway")
         self.agents: dict[str, Agent] = {}
-        self.remotes: dict[str, Backend] = {}
+        self.remotes = RemoteAgents(  # remote agents, forgotten when they stop calling in
+            offline_after=max(2 * settings.lease_seconds, 75.0),
+            expire_after=settings.agent_expiry_seconds,
+        )
         self.folders: dict[str, BackendFolders] = {}  # local backends' ComfyUI folders
         self._closers: list[Any] = []
         self._reaper: asyncio.Task[None] | None = None
@@ -222,14 +225,7 @@ class Fleet:
         for snap in out:
             if snap["name"] in self.folders:
                 snap.update(self.folders[snap["name"]].snapshot())
-        stale_after = max(2 * self.settings.lease_seconds, 75.0)
-        for backend in self.remotes.values():
-            snap = backend.snapshot()
-            seen = backend.last_seen
-            if not backend.running and (seen is None or time.monotonic() - seen > stale_after):
-                snap["state"] = "offline"
-            out.append(snap)
-        return out
+        return [*map(consistent, out), *self.remotes.snapshots()]
 
     def catalogues(self) -> list[dict[str, Any]]:
         """The object_info of every local backend whose catalogue is already fetched (never a
@@ -253,22 +249,27 @@ class Fleet:
         """Finish the current task(s), claim no more."""
         backend = self.backend(name)
         backend.drain()
-        return backend.snapshot()
+        return self._snapshot(backend)
 
     def undrain(self, name: str) -> dict[str, Any]:
         backend = self.backend(name)
         backend.undrain()
-        return backend.snapshot()
+        return self._snapshot(backend)
+
+    def _snapshot(self, backend: Backend) -> dict[str, Any]:
+        offline = backend.kind == "remote" and self.remotes.offline(backend)
+        return consistent(backend.snapshot(), offline=offline)
 
     def remote(self, name: str) -> Backend:
-        """The registry entry of a remote agent (created when it first calls in)."""
-        backend = self.remotes.get(name)
-        if backend is None:
-            if name in self.agents:
-                raise NotFound(f"{name!r} is a local backend, not a remote agent", backend=name)
-            backend = self.remotes[name] = Backend(name, kind="remote", healthy=True)
-        backend.last_seen = time.monotonic()
-        return backend
+        """The registry entry of a remote agent, created by its claim (its first call)."""
+        if name in self.agents:
+            raise NotFound(f"{name!r} is a local backend, not a remote agent", backend=name)
+        return self.remotes.touch(name)
+
+    def known_remote(self, name: str) -> Backend | None:
+        """The entry of an agent that claimed before (marked seen), else None: a report for a
+        task it does not hold must not register a phantom worker."""
+        return self.remotes.seen(name)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a task: queued ones at once; a running one is interrupted right away when it
@@ -284,6 +285,7 @@ class Fleet:
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(self.reap_interval)
+            self.remotes.prune()
             try:
                 changed = await self.queue.expire_leases()
             except Exception:

@@ -35,7 +35,7 @@ from comfyfleet.gateway.routes import (
     metrics,
     tasks,
 )
-from comfyfleet.gateway.schemas import body_schemas
+from comfyfleet.gateway.schemas import body_schemas, fit_openapi
 from comfyfleet.gateway.state import DEMO_LABEL, Gateway, running_gateway
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,20 @@ def create_app(
 
     app.include_router(workers.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _document_bodies(app)
+    _document(app, keys)
     return app
 
 
-def _document_bodies(app: FastAPI) -> None:
-    """Add the task bodies (read raw by the route) to the OpenAPI components."""
+def _document(app: FastAPI, keys: KeyRing) -> None:
+    """Add the task bodies (read raw by the route) to the OpenAPI components, and make the
+    schema describe this gateway's mode (with or without API keys) and real statuses."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas())
+            fit_openapi(schema, open_gateway=keys.open)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

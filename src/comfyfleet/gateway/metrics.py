@@ -37,14 +37,15 @@ def worker_counts(backends: Iterable[dict[str, Any]]) -> dict[str, int]:
 
     A backend that has not passed its first health check yet is *starting*; one whose checks
     fail (or a remote agent that stopped calling in) is *failed*; *running* means it runs at
-    least one task."""
+    least one task. The snapshots' ``state`` is the fleet's one state (`registry.consistent`),
+    so these counts, ``/metrics`` and the dashboard never disagree."""
     counts = Tally[str]()
     for backend in backends:
         counts["total_workers"] += 1
         state = backend.get("state")
         if state in ("draining", "drained"):
             counts["draining_workers"] += 1
-        elif state == "starting" or (state == "unhealthy" and not backend.get("failures")):
+        elif state == "starting":
             counts["starting_workers"] += 1
         elif state in ("unhealthy", "offline", "stopped"):
             counts["failed_workers"] += 1
@@ -111,11 +112,41 @@ class PoolCollector:
 
 
 def backend_state(backend: dict[str, Any]) -> str:
-    """The state shown for a backend: ``starting`` until its first health check passes."""
-    state = str(backend.get("state", "unknown"))
-    if state == "unhealthy" and not backend.get("failures"):
-        return "starting"
-    return state
+    """The state shown for a backend (already made consistent by the fleet)."""
+    return str(backend.get("state", "unknown"))
+
+
+class TaskTotals:
+    """``comfyfleet_backend_tasks_total{outcome}`` (tasks executed and failed by every backend
+    this replica has known, forgotten remote agents included) and
+    ``comfyfleet_remote_agents_expired_total``: counters that never go back when an agent that
+    stopped calling in is pruned."""
+
+    def __init__(self) -> None:
+        self.executed = self.failed = self.expired = 0
+
+    def update(self, backends: Iterable[dict[str, Any]], retired: dict[str, int]) -> None:
+        live = list(backends)
+        self.executed = sum(int(b.get("executed") or 0) for b in live) + retired["executed"]
+        self.failed = sum(int(b.get("failed") or 0) for b in live) + retired["failed"]
+        self.expired = retired["agents"]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        tasks = CounterMetricFamily(
+            "comfyfleet_backend_tasks",
+            "Tasks run to the end by this replica's backends (remote agents since forgotten "
+            "included), by outcome.",
+            labels=["outcome"],
+        )
+        tasks.add_metric(["succeeded"], self.executed)
+        tasks.add_metric(["failed"], self.failed)
+        yield tasks
+        expired = CounterMetricFamily(
+            "comfyfleet_remote_agents_expired",
+            "Remote agents forgotten after not calling in for COMFYFLEET_AGENT_EXPIRY_SECONDS.",
+        )
+        expired.add_metric([], self.expired)
+        yield expired
 
 
 class FilesLeft:
@@ -207,6 +238,8 @@ class GatewayMetrics:
             self.tasks.labels(status)
         for state in BACKEND_STATES:
             self.backends.labels(state)
+        self.totals = TaskTotals()  # updated by the /metrics route with the fleet's totals
+        registry.register(self.totals)  # type: ignore[arg-type]
 
     def update(self, stats: QueueStats, backends: list[dict[str, Any]]) -> None:
         self.files_left.update(backends)

@@ -167,10 +167,20 @@ class WorkerMetrics(BaseModel):
     draining_workers: int
 
 
+class ExpiredAgents(BaseModel):
+    """Remote agents forgotten after not calling in (``COMFYFLEET_AGENT_EXPIRY_SECONDS``),
+    and the tasks they had executed and failed (so totals never go back)."""
+
+    agents: int = 0
+    executed: int = 0
+    failed: int = 0
+
+
 class MetricsOut(BaseModel):
     queue: QueueMetrics
     workers: WorkerMetrics
     backends: list[dict[str, Any]]
+    expired_agents: ExpiredAgents = Field(default_factory=ExpiredAgents)
 
 
 # --- OpenAPI --------------------------------------------------------------------------------
@@ -207,3 +217,50 @@ def body_schemas() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     return top.get("$defs", {})
+
+
+def fit_openapi(schema: dict[str, Any], *, open_gateway: bool) -> dict[str, Any]:
+    """Make the generated schema say what this gateway answers, in the mode it runs in.
+
+    Validation errors leave as 400 in the one error shape (FastAPI documents them as 422
+    ``HTTPValidationError``), so every operation taking parameters or a body lists 400 instead.
+    Every authenticated operation lists the errors any of them can answer (`COMMON_ERRORS`),
+    so a route added later is documented too. Without API keys nothing is authenticated: no
+    security requirement and no 401 (a caller not on loopback gets 403); with keys every
+    protected operation requires the bearer key.
+    """
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422", {})
+            if "HTTPValidationError" in str(validation.get("content", "")):
+                del responses["422"]
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", _error(ERROR_RESPONSES[400]["description"]))
+            if not operation.get("security"):
+                continue
+            for status in COMMON_ERRORS:
+                responses.setdefault(str(status), _error(ERROR_RESPONSES[status]["description"]))
+            if open_gateway:
+                del operation["security"]
+                responses.pop("401", None)
+                responses["403"] = _error(
+                    "This gateway has no API keys and only answers loopback clients"
+                )
+    components = schema.get("components", {})
+    if open_gateway:
+        components.pop("securitySchemes", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(unused, None)
+    return schema
+
+
+# What every authenticated operation may answer, whatever it does.
+COMMON_ERRORS = (401, 403, 404, 413)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}

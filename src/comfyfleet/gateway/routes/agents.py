@@ -4,7 +4,9 @@ An agent identifies itself in every call by ``name`` (its backend's name, stable
 restarts) and ``agent_id`` (one per process); together they are the task's lease owner, so a
 restarted agent can never report for a task its previous incarnation held. Claims long-poll:
 ``?wait=S`` holds the request until a task is claimable (the queue's wake-ups) or S passes
-(204). A drained agent's claims wait for the undrain instead of taking work.
+(204). A drained agent's claims wait for the undrain instead of taking work. Only a claim
+registers an agent (`Fleet.remote`), and so does a report the queue accepts (the lease proves
+it); a call for a task the agent does not hold creates nothing, so no phantom workers.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ router = APIRouter(prefix="/api/v1/agent", tags=["agents"], responses=ERROR_RESP
 
 MAX_WAIT = 60.0
 MAX_BACKOFF = 3600.0
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.:@-]*$")]
-AgentId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w-]+$")]
+NAME_PATTERN = r"^[A-Za-z0-9][\w.:@-]*$"
+AGENT_ID_PATTERN = r"^[\w-]+$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+AgentId = Annotated[str, Field(min_length=1, max_length=100, pattern=AGENT_ID_PATTERN)]
 
 
 class AgentIdent(BaseModel):
@@ -145,14 +149,17 @@ async def claim(
 async def heartbeat(
     task_id: str, body: HeartbeatIn, gateway: GatewayDep, _: AgentKey
 ) -> HeartbeatOut:
-    backend = gateway.fleet.remote(body.name)
     answer = await gateway.queue.heartbeat(
         task_id, owner_of(body), gateway.settings.lease_seconds, body.progress
     )
-    if answer.lease_lost:
-        backend.running.discard(task_id)
-    elif body.progress:
-        gateway.events.publish(task_id, {"type": "progress", **body.progress})
+    if answer.lease_lost:  # not this agent's task (any more): nothing to register
+        backend = gateway.fleet.known_remote(body.name)
+        if backend is not None:
+            backend.running.discard(task_id)
+    else:  # it holds the lease: a real agent (also one that claimed before a restart)
+        gateway.fleet.remote(body.name)
+        if body.progress:
+            gateway.events.publish(task_id, {"type": "progress", **body.progress})
     return HeartbeatOut(lease_lost=answer.lease_lost, cancel_requested=answer.cancel_requested)
 
 
@@ -163,8 +170,8 @@ async def upload_artifact(
     request: Request,
     gateway: GatewayDep,
     _: AgentKey,
-    agent_id: Annotated[str, Query(min_length=1, max_length=100)],
-    agent_name: Annotated[str, Query(min_length=1, max_length=200)],
+    agent_id: Annotated[str, Query(min_length=1, max_length=100, pattern=AGENT_ID_PATTERN)],
+    agent_name: Annotated[str, Query(min_length=1, max_length=200, pattern=NAME_PATTERN)],
     node_id: str = "",
     subfolder: str = "",
     type: str = "output",
@@ -212,7 +219,7 @@ async def fail(task_id: str, body: FailIn, gateway: GatewayDep, _: AgentKey) -> 
 
 
 def _finished(gateway: Any, name: str, task: Any, *, ok: bool) -> None:
-    backend = gateway.fleet.remote(name)
+    backend = gateway.fleet.remote(name)  # the queue accepted its report: a real agent
     if task.id in backend.running:
         backend.finished(task.id, ok=ok)
     gateway.events.publish(task.id, status_event(task))

@@ -4,7 +4,7 @@ so they name backends and states but no URLs or errors (those are in /api/v1/bac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -13,6 +13,7 @@ from comfyfleet import __version__
 from comfyfleet.errors import ComfyFleetError
 from comfyfleet.gateway.deps import GatewayDep
 from comfyfleet.gateway.metrics import backend_state
+from comfyfleet.gateway.schemas import ErrorResponse
 from comfyfleet.gateway.state import DEMO_LABEL, describe_database
 
 router = APIRouter(tags=["health"])
@@ -23,13 +24,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="Readiness", responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={
+        400: {"model": ErrorResponse, "description": "Unknown ?backend value"},
+        503: {"description": "Not ready (the body says why)"},
+    },
+)
 async def readyz(
     gateway: GatewayDep,
-    backend: str | None = Query(
-        default=None,
-        pattern="^(required|optional)$",
-        description="'required': not ready unless a backend is healthy",
+    backend: Literal["required", "optional"] | None = Query(
+        default=None, description="'required': not ready unless a backend is healthy"
     ),
 ) -> JSONResponse:
     body: dict[str, Any] = {"version": __version__, "auth": gateway.keys.mode}

@@ -8,7 +8,13 @@ from fastapi.responses import Response
 
 from comfyfleet.gateway.deps import GatewayDep, Reader
 from comfyfleet.gateway.metrics import CONTENT_TYPE, pool_worker_counts
-from comfyfleet.gateway.schemas import ERROR_RESPONSES, MetricsOut, QueueMetrics, WorkerMetrics
+from comfyfleet.gateway.schemas import (
+    ERROR_RESPONSES,
+    ExpiredAgents,
+    MetricsOut,
+    QueueMetrics,
+    WorkerMetrics,
+)
 
 router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
 
@@ -31,6 +37,7 @@ async def metrics_json(gateway: GatewayDep, _: Reader) -> MetricsOut:
         queue=queue,
         workers=WorkerMetrics(**pool_worker_counts(backends, gateway.fleet.workers)),
         backends=backends,
+        expired_agents=ExpiredAgents(**gateway.fleet.remotes.retired.as_dict()),
     )
 
 
@@ -41,6 +48,8 @@ async def metrics_json(gateway: GatewayDep, _: Reader) -> MetricsOut:
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
 async def metrics_text(gateway: GatewayDep, _: Reader) -> Response:
+    backends = gateway.backends()
     gateway.metrics.pools.manager = gateway.fleet.workers
-    gateway.metrics.update(await gateway.queue.stats(), gateway.backends())
+    gateway.metrics.update(await gateway.queue.stats(), backends)
+    gateway.metrics.totals.update(backends, gateway.fleet.remotes.retired.as_dict())
     return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)

@@ -14,7 +14,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from comfyfleet.gateway import sse
 from comfyfleet.gateway.deps import GatewayDep, QueueDep, Reader, Submitter
 from comfyfleet.gateway.intake import decode_json, parse_submission, request_fingerprint
-from comfyfleet.gateway.schemas import ERROR_RESPONSES, TaskOut, TaskPageOut, request_body
+from comfyfleet.gateway.schemas import (
+    ERROR_RESPONSES,
+    ErrorResponse,
+    TaskOut,
+    TaskPageOut,
+    request_body,
+)
 from comfyfleet.gateway.views import task_out
 from comfyfleet.queue import Task, TaskStatus
 
@@ -50,6 +56,10 @@ async def _out(queue: Any, task: Task, request: Request) -> TaskOut:
     responses={
         200: {"description": "Finished within ?wait, or an idempotent replay", "model": TaskOut},
         202: {"description": "Still queued or running after ?wait", "model": TaskOut},
+        422: {
+            "description": "The workflow is invalid against every known node catalogue",
+            "model": ErrorResponse,
+        },
     },
 )
 async def create_task(
