@@ -58,7 +58,11 @@ async def test_burst_from_zero_to_max_and_back_to_zero(tmp_path: Path, sqlite_qu
     async with make_fleet(settings, sqlite_queue) as fleet:
         manager = manager_of(fleet)
         assert states(fleet) == []  # nothing runs before a task arrives
-        tasks = await submit(sqlite_queue, 8)
+        first, sub = await submit_followed(sqlite_queue, fleet)
+        tasks = [first, *await submit(sqlite_queue, 7)]
+        event = await asyncio.wait_for(sub.__anext__(), 30)  # the first thing it hears
+        assert event["stage"] == "waiting_for_worker"
+        assert "cold start, pool cpu" in event["message"]
         await manager.until(lambda m: len(m.pools["cpu"].active()) == 2, 60)
         done = await finished(sqlite_queue, [t.id for t in tasks], 120)
         assert {t.status for t in done} == {"succeeded"}

@@ -111,6 +111,7 @@ class WorkerManager:
         self._listener: asyncio.Task[None] | None = None
         self.last_demand = 0
         self._first: float | None = None
+        self._announced: dict[str, None] = {}  # tasks told they wait for a cold start
 
     @classmethod
     def from_settings(cls, fleet: Fleet) -> WorkerManager:
@@ -204,7 +205,30 @@ class WorkerManager:
             if at is not None:
                 wakes.append(at)
             demand = max(0, demand - round(len(pool.active()) * pool.spec.target))
+        if queued:
+            await self._announce_cold_start()
         return min(wakes) if wakes else None
+
+    async def _announce_cold_start(self) -> None:
+        """Tasks waiting while no worker is ready but some are starting get a progress event
+        saying so (once per task), so a client following one sees why it waits."""
+        workers = [w for pool in self.pools.values() for w in pool.workers.values()]
+        if any(w.state in ("idle", "busy") for w in workers):
+            return
+        starting = sorted({w.pool for w in workers if w.state == "starting"})
+        if not starting:
+            return
+        page = await self.fleet.queue.list(status="queued", limit=100)
+        message = f"waiting for a worker to start (cold start, pool {', '.join(starting)})"
+        for task in page.items:
+            if task.id in self._announced:
+                continue
+            self._announced[task.id] = None
+            event = {"type": "progress", "job_id": task.id, "stage": "waiting_for_worker",
+                     "message": message}  # fmt: skip
+            self.fleet.events.publish(task.id, event)
+        while len(self._announced) > 10_000:
+            del self._announced[next(iter(self._announced))]
 
     async def _lead(self) -> bool:
         was = self.leader
