@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -79,8 +80,13 @@ async def test_dashboard_in_a_real_browser(gateway: Served, tmp_path: Path) -> N
         done = (await http.post("/api/v1/tasks?wait=60", json={"workflow": WORKFLOW})).json()
         queued_first = await http.post("/api/v1/backends/comfy/drain")
         assert queued_first.status_code == 200
+        # A remote agent that called in once (nothing to claim yet), then went silent.
+        claim = await http.post("/api/v1/agent/claim", json={"agent_id": "a1", "name": "gpu-r"})
+        assert claim.status_code == 204
         waiting = (await http.post("/api/v1/tasks", json={"workflow": WORKFLOW})).json()
     assert done["status"] == "succeeded"
+    remotes = gateway.gateway.fleet.remotes
+    remotes.clock = lambda: time.monotonic() + remotes.offline_after + 1
 
     dom = await render(f"{gateway.url}/#task={done['id']}", tmp_path / "profile")
 
@@ -89,6 +95,7 @@ async def test_dashboard_in_a_real_browser(gateway: Served, tmp_path: Path) -> N
     assert re.search(r'data-metric="succeeded"><b>1</b>', dom)
     assert re.search(r'data-metric="queued"><b>1</b>', dom)
     assert re.search(r'data-backend="comfy">.*?<span class="status drained">drained</span>', dom)
+    assert re.search(r'data-backend="gpu-r">.*?<span class="status offline">offline</span>', dom)
     assert f'data-task="{done["id"]}"' in dom
     assert f'data-task="{waiting["id"]}"' in dom
     # Task detail, live over SSE: its events, and the image fetched with the API.

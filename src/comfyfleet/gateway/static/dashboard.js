@@ -65,7 +65,9 @@ function renderQueue(metrics) {
   fill(document.querySelector("#backends tbody"), metrics.backends.length
     ? metrics.backends.map((b) => el("tr", { "data-backend": b.name },
       el("td", {}, b.name, b.label ? el("span", { class: "badge demo" }, " DEMO") : ""),
-      el("td", {}, b.kind), el("td", {}, statusBadge(b.state)),
+      el("td", {}, b.kind),
+      el("td", { title: b.last_seen_ago != null ? `last call ${b.last_seen_ago.toFixed(0)}s ago` : "" },
+        statusBadge(b.state)),
       el("td", {}, (b.running || []).join(", ")), el("td", {}, `${b.executed} / ${b.failed}`),
       el("td", { class: "muted" }, b.last_error || "")))
     : [el("tr", {}, el("td", { colspan: "6", class: "muted" }, "no backends (remote agents can join)"))]);
