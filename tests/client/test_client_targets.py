@@ -351,3 +351,17 @@ async def test_sync_client_in_a_thread_while_loop_serves(gateway: Served, tmp_pa
 
     paths = await asyncio.to_thread(script)
     assert [p.name for p in paths] == ["solid_00001_.png"]
+
+
+async def test_worker_local_api_status_of_a_job_it_did_not_submit(worker: WorkerProcess) -> None:
+    """The local API's /status would run the job: the SDK says so instead of guessing."""
+    from comfyfleet.errors import Conflict
+
+    async with AsyncClient(worker.url, kind="worker") as client:
+        job = await client.job("test-unknown")
+        with pytest.raises(Conflict, match="without running it"):
+            await job.status()
+        mine = await client.submit(SOLID)
+        assert (await mine.status()).status in ("queued", "running")
+        assert (await mine.wait()).ok
+        assert (await mine.status()).status == "succeeded"

@@ -103,7 +103,7 @@ class RunPodTarget(Target):
     async def follow(self, job_id: str) -> AsyncIterator[ProgressEvent | Result]:
         delay = self.poll_interval
         last: Any = None
-        first = self._submitted.pop(job_id, None)
+        first = self._submitted.get(job_id)
         if first is not None and job_id not in self._final:
             state = self._state(first)
             if isinstance(state, ProgressEvent):
@@ -124,6 +124,12 @@ class RunPodTarget(Target):
     async def status(self, job_id: str) -> ProgressEvent | Result:
         if self.local and job_id not in self._final:
             call = self._running.get(job_id)
+            if call is None and job_id not in self._submitted:
+                raise Conflict(
+                    f"the runpod SDK's local API cannot report job {job_id} without running it "
+                    "(its /status runs the job); wait for its result instead",
+                    job=job_id,
+                )
             if call is None or not call.done():
                 stage = "running" if call is not None else "queued"
                 return ProgressEvent(status=stage, stage=stage, raw={"id": job_id})
