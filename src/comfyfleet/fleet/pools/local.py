@@ -5,7 +5,7 @@ One process per GPU (``gpus=N``: worker slot k sees ``CUDA_VISIBLE_DEVICES=k``) 
 ``<data_dir>/workers/<pool>/<worker>/``, so workers never see each other's files. The command
 is ``command=`` (placeholders ``{python} {port} {root} {input_dir} {output_dir} {gpu}``; tests
 use ``{python} -m comfyfleet.testing --port {port} --root {root}``), else ComfyUI's ``main.py``
-from ``COMFYUI_DIR``.
+from ``COMFYUI_DIR``. The folders go with the worker unless ``keep_folders=true``.
 
 A small state file per worker (pid, start time, URL) lets another provider instance — a
 restarted pool, a replica taking over on the same machine — list and adopt live workers.
@@ -122,7 +122,10 @@ class LocalProvider(Provider):
             await asyncio.to_thread(proc.stop, 10.0, reason="stopped by its pool")
         else:
             await asyncio.to_thread(_kill_group, int(handle.ref))
-        shutil.rmtree(self.data_dir / handle.id, ignore_errors=True)
+        if self.option("keep_folders") == "true":  # benchmarks, debugging: outputs stay
+            (self.data_dir / handle.id / "worker.json").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.data_dir / handle.id, ignore_errors=True)
 
     async def list_owned(self) -> list[WorkerHandle]:
         owned = []

@@ -28,7 +28,7 @@ _COMMON = {
     "health_interval": float,
 }
 _PROVIDER_KEYS = {
-    "local": {"command", "gpus", "workdir", "python"},
+    "local": {"command", "gpus", "workdir", "python", "keep_folders"},
     "docker": {"image", "command", "gpus", "volumes", "port", "network", "env"},
     "runpod": {"image", "gpu", "gpu_count", "port", "cloud", "volume_id", "env", "url"},
 }
