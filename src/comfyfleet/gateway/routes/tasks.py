@@ -56,6 +56,10 @@ async def _out(queue: Any, task: Task, request: Request) -> TaskOut:
     responses={
         200: {"description": "Finished within ?wait, or an idempotent replay", "model": TaskOut},
         202: {"description": "Still queued or running after ?wait", "model": TaskOut},
+        409: {
+            "description": "The Idempotency-Key was used for another request, or the id exists",
+            "model": ErrorResponse,
+        },
         422: {
             "description": "The workflow is invalid against every known node catalogue",
             "model": ErrorResponse,
