@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from comfyfleet.gateway.app import create_app
 
 ADMIN = "fuzz-admin-token"
 SEED = 20261204
-EXAMPLES = 15
+EXAMPLES = 12
 
 MAX_WAIT = 0.2  # seconds any long-poll may hold a fuzzed request
 
@@ -151,5 +152,12 @@ def test_no_server_errors_and_no_undocumented_statuses(served: Any) -> None:
     print(f"fuzzed {operations} operations with {sent[0]} requests, {len(failures)} failures")
     assert operations >= 18  # every route is in the schema, so every route is fuzzed
     assert sent[0] >= 10 * operations  # the fuzzer really generated requests
+    # The names it claimed with are agents for a while, then forgotten: no phantom workers.
+    remotes = gateway.app.state.gateway.fleet.remotes
+    assert len(remotes) > 0
+    remotes.clock = lambda: time.monotonic() + remotes.expire_after + 1
+    listed = httpx.get(f"{gateway.url}/api/v1/metrics", headers=headers or {}, timeout=30).json()
+    assert listed["workers"]["total_workers"] == 0 and listed["backends"] == []
+    assert listed["expired_agents"]["agents"] > 0
     if failures:
         pytest.fail(f"{len(failures)} failures:\n" + "\n\n".join(failures), pytrace=False)
