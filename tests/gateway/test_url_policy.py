@@ -11,6 +11,7 @@ import pytest
 from comfyfleet.config import Settings
 from comfyfleet.errors import ForbiddenURL
 from comfyfleet.gateway.app import create_app
+from comfyfleet.models.ondemand import check_public_url
 from comfyfleet.urls import check_url
 
 from .gateway_helpers import WORKFLOW, serve
@@ -123,3 +124,9 @@ async def test_a_private_url_is_accepted_when_the_gateway_allows_them(
         response = await http.post("/api/v1/tasks", json=body)
         assert response.status_code == 201, response.text
         assert await gateway.count_tasks() == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/m.bin", "http://[::ffff:10.0.0.1]/m.bin"])
+async def test_model_downloads_apply_the_same_address_policy_at_fetch_time(url: str) -> None:
+    with pytest.raises(ForbiddenURL, match="non-public address"):
+        await check_public_url(url)

@@ -36,6 +36,7 @@ from comfyfleet.models import download as dl
 from comfyfleet.models.manifest import ModelEntry
 from comfyfleet.models.sync import Sources, new_session, provide, target_path
 from comfyfleet.models.volumes import ModelRoot
+from comfyfleet.urls import is_forbidden_address
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,16 @@ def to_entries(requests: Iterable[Any]) -> list[ModelEntry]:
 
 
 async def check_public_url(url: str) -> None:
-    """Refuse URLs whose host resolves to a private, loopback or link-local address."""
+    """Refuse URLs whose host resolves to a private, loopback or link-local address (the URL
+    policy of `comfyfleet.urls`, also for IPv6 addresses wrapping one)."""
     host = urlparse(url).hostname or ""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as e:
         raise ForbiddenURL(f"cannot resolve host of {url}: {e}", url=url) from e
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if is_forbidden_address(ip):
             raise ForbiddenURL(f"{url} resolves to a non-public address {ip}", url=url)
 
 
