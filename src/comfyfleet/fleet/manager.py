@@ -125,9 +125,7 @@ class Fleet:
         agent.start()
 
     # --- backends that come and go (the worker manager's pools) -------------------------------
-    def add_backend(
-        self, name: str, url: str, labels: dict[str, str] | None = None
-    ) -> Backend:
+    def add_backend(self, name: str, url: str, labels: dict[str, str] | None = None) -> Backend:
         """Feed one more ComfyUI with a local agent, now; returns its `Backend` (whose
         ``running``/``delivering`` sets are the busy/idle view)."""
         agent = self._local_agent(name, url)
