@@ -174,6 +174,41 @@ async def test_folders_are_learned_from_internal_folder_paths(tmp_path: Path) ->
     assert "/nonexistent/ComfyUI/input) is not on this host" in unknown.notes[1]
 
 
+def test_candidates_of_a_comfyui_with_extra_model_paths_and_its_own_output_dir() -> None:
+    """main.py loads extra_model_paths.yaml first, then appends the output folder's entries;
+    a model root also holds checkpoints/, vae/, ... and is tried after (it has configs/)."""
+    base, extra, out = "/opt/ComfyUI", "/mnt/models", "/data/out"
+    answer: dict[str, Any] = {
+        "checkpoints": [f"{base}/models/checkpoints", f"{extra}/checkpoints", f"{out}/checkpoints"],
+        "configs": [f"{base}/models/configs", f"{extra}/configs"],
+        "loras": [f"{base}/models/loras", f"{extra}/loras", f"{out}/loras"],
+        "vae": [f"{base}/models/vae", f"{extra}/vae", f"{out}/vae"],
+        "text_encoders": [
+            f"{base}/models/text_encoders",
+            f"{base}/models/clip",
+            f"{extra}/clip",
+            f"{out}/clip",
+        ],
+        "diffusion_models": [
+            f"{base}/models/unet",
+            f"{base}/models/diffusion_models",
+            f"{extra}/diffusion_models",
+            f"{out}/diffusion_models",
+        ],
+        "custom_nodes": [f"{base}/custom_nodes"],
+        "upscale_models": "not a list",
+    }
+    found = candidates(answer)
+    # Every directory holding main.py's five entries is a candidate (each is proven in
+    # turn); the last-appended first, model roots (with configs/) after the others.
+    assert found["output"] == [Path(out), Path(extra), Path(f"{base}/models")]
+    assert found["input"] == [Path("/data/input"), Path("/mnt/input"), Path(f"{base}/input")]
+    answer["loras"].remove(f"{extra}/loras")  # not all five: not an output folder
+    answer["configs"] = []  # and without configs/, base/models still only follows out
+    assert candidates(answer)["output"] == [Path(out), Path(f"{base}/models")]
+    assert candidates({})["output"] == [] and candidates({"x": 1})["input"] == []
+
+
 async def test_folders_from_the_settings(tmp_path: Path) -> None:
     async with ComfyTestServer(root=tmp_path / "comfy") as comfy:
         url = comfy.url
