@@ -238,6 +238,9 @@ async def test_folders_from_the_settings(tmp_path: Path) -> None:
         async with Client(url) as client:
             partly = BackendFolders("gpu0", configured(per_backend, "gpu0", url))
             wrong = BackendFolders("x", configured(per_backend, "x", url))
+            before = partly.snapshot()["folders"]  # before any contact: what the settings say
+            assert before["input"] == {"path": str(comfy.input_dir), "found": "settings"}
+            assert before["output"] is None and before["learned"] is False
             await partly.learn(client)
             await wrong.learn(client)
     # The output folder is learned; the input folder is the one set.
@@ -247,6 +250,22 @@ async def test_folders_from_the_settings(tmp_path: Path) -> None:
     # A wrong setting stands (the operator's word) but is reported.
     assert wrong.output == tmp_path
     assert any("set in the settings" in note for note in wrong.folders.notes)
+
+
+async def test_a_backend_with_folders_set_shows_them_while_its_comfyui_is_down(
+    tmp_path: Path,
+) -> None:
+    url = "http://127.0.0.1:9"  # nothing listens
+    settings = gateway_settings(
+        tmp_path, [f"down={url}"], backend_folders={"down": {"input": tmp_path, "output": tmp_path}}
+    )
+    async with serve(create_app(settings)) as served, served.client() as http:
+        said = banner(served.gateway, "127.0.0.1", 8080)
+        backends = await http.get("/api/v1/backends")
+    assert backends.status_code == 200
+    (snap,) = backends.json()
+    assert snap["folders"]["output"] == {"path": str(tmp_path), "found": "settings"}
+    assert f"down  input {tmp_path}, output {tmp_path} (settings)" in said
 
 
 async def test_unknown_folders_are_said_once_and_counted(

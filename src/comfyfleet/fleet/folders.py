@@ -62,7 +62,7 @@ class BackendFolders:
     def __init__(self, name: str, given: Given) -> None:
         self.name = name
         self.given = given
-        self.folders = ComfyFolders(given.get("input"), given.get("output"))
+        self.folders = self._as_given()
         self.learned = False  # a first contact has happened
         self.left = dict.fromkeys(KINDS, 0)
         self._runner: Any = None
@@ -122,11 +122,16 @@ class BackendFolders:
             )
         except Exception as exc:  # a ComfyUI that answers oddly: keep what the settings say
             log.warning("backend %s: learning ComfyUI's folders failed: %r", self.name, exc)
-            self.folders = ComfyFolders(self.given.get("input"), self.given.get("output"))
+            self.folders = self._as_given()
         self.learned = True
         self._apply()
         self._announce()
         return self.folders
+
+    def _as_given(self) -> ComfyFolders:
+        """What the settings say, before (or instead of) learning."""
+        given = {kind: "settings" for kind in KINDS if self.given.get(kind) is not None}
+        return ComfyFolders(self.given.get("input"), self.given.get("output"), given)
 
     def _apply(self) -> None:
         if self._runner is not None:
@@ -183,7 +188,8 @@ class BackendFolders:
         state: dict[str, dict[str, str] | None] = {}
         for kind in KINDS:
             folder = folders.get(kind)
-            state[kind] = None if folder is None else {"path": str(folder), "found": found[kind]}
+            how = found.get(kind, "settings")
+            state[kind] = None if folder is None else {"path": str(folder), "found": how}
         return {
             "folders": {**state, "learned": self.learned, "notes": list(folders.notes)},
             "files_left": dict(self.left),
