@@ -122,6 +122,25 @@ async def test_cancel_reaches_a_remote_agent(gateway, agents, start_servers) -> 
     assert comfy.queue_info()["exec_info"]["queue_remaining"] == 0  # prompt interrupted
 
 
+async def test_a_task_failing_on_a_remote_agent_reads_the_node_it_died_in(
+    gateway, agents, start_servers
+) -> None:
+    """The failing node's step reaches the task although no heartbeat was due before the
+    failure (heartbeats are rate-limited; the agent sends its last step before failing)."""
+    [comfy] = await start_servers(1)
+    agents(gateway.url, comfy.url, "gpu-a")
+    async with gateway.client(SUBMIT) as client:
+        task_id, _ = await post_task(client, slow_steps=2, fail=True)
+        done = await final(client, task_id)
+    assert done["status"] == "failed"
+    progress = done["progress"]
+    assert (progress["stage"], progress["node"], progress["class_type"]) == (
+        "running",
+        "4",
+        "FleetTestFail",
+    )
+
+
 async def test_drained_remote_agent_claims_nothing(gateway, agents, start_servers) -> None:
     a, b = await start_servers(2)
     agents(gateway.url, a.url, "gpu-a")

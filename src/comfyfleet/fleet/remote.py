@@ -120,6 +120,9 @@ class GatewaySource:
         self.gateway = gateway
         self.lease_seconds = lease_seconds  # updated from each claim
         self._failures = 0  # consecutive failed claims: back off while the gateway is away
+        # Each task's latest step not yet carried by a heartbeat (heartbeats are rate-limited):
+        # a failure sends it first, so the task reads the stage the attempt stopped in.
+        self._unsent: dict[str, dict[str, Any]] = {}
 
     async def claim(self, wait: float) -> Lease | None:
         try:
@@ -147,30 +150,41 @@ class GatewaySource:
         )
 
     async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict:
+        if progress is not None and progress == self._unsent.get(lease.task_id):
+            del self._unsent[lease.task_id]
         path = f"/tasks/{quote(lease.task_id, safe='')}/heartbeat"
         try:
             resp = await self.gateway.call(path, self.gateway.ident(progress=progress))
         except Conflict:
+            self._unsent.pop(lease.task_id, None)
             return Verdict(lease_lost=True)
         body = resp.json()
+        if body.get("lease_lost"):
+            self._unsent.pop(lease.task_id, None)
         return Verdict(
             lease_lost=bool(body.get("lease_lost")),
             cancel_requested=bool(body.get("cancel_requested")),
         )
 
     async def complete(self, lease: Lease, result: dict[str, Any]) -> None:
+        self._unsent.pop(lease.task_id, None)
         path = f"/tasks/{quote(lease.task_id, safe='')}/complete"
         await self.gateway.persist(path, self.gateway.ident(result=result))
 
     async def fail(
         self, lease: Lease, error: dict[str, Any], *, retryable: bool, backoff: float
     ) -> None:
+        last = self._unsent.pop(lease.task_id, None)
+        if last is not None:  # best effort, through the heartbeat every gateway version knows
+            with contextlib.suppress(Exception):
+                await self.heartbeat(lease, last)
         path = f"/tasks/{quote(lease.task_id, safe='')}/fail"
         body = self.gateway.ident(error=error, retryable=retryable, backoff=backoff)
         await self.gateway.persist(path, body)
 
     def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
         """Progress travels with the next heartbeat (the agent heartbeats sooner on it)."""
+        self._unsent[lease.task_id] = progress
 
 
 class UploadSink:
