@@ -194,3 +194,36 @@ async def test_websocket_needs_a_key_when_the_gateway_has_keys(
 def test_plain_client_urllib_errors_are_http_errors() -> None:
     """Guard for the client above: urllib raises on a 4xx (so a refused prompt is visible)."""
     assert issubclass(urllib.error.HTTPError, Exception)
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 4), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_uploaded_image_feeds_the_prompt_that_names_it(gateway: Served) -> None:
+    async with gateway.client() as http:
+        first = await http.post(
+            "/upload/image", files={"image": ("src.png", png((10, 200, 30)))}, data={}
+        )
+        again = await http.post("/upload/image", files={"image": ("src.png", png((10, 200, 30)))})
+        other = await http.post("/upload/image", files={"image": ("src.png", png((1, 2, 3)))})
+        escape = await http.post(
+            "/upload/image",
+            files={"image": ("x.png", png((1, 2, 3)))},
+            data={"subfolder": "../../etc"},
+        )
+    assert first.json() == {"name": "src.png", "subfolder": "", "type": "input"}
+    assert again.json()["name"] == "src.png"  # same bytes: the same file
+    assert other.json()["name"] == "src (1).png"
+    assert escape.status_code == 400
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "src.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "up"}},
+    }
+    images, _ = await asyncio.to_thread(get_images, address(gateway), graph)
+    (out,) = images["3"]
+    pixel = Image.open(io.BytesIO(out)).convert("RGB").getpixel((0, 0))
+    assert all(abs(a - b) <= 1 for a, b in zip(pixel, (245, 55, 225), strict=True)), pixel

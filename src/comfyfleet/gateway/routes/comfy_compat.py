@@ -17,15 +17,17 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict, deque
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Form, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from comfyfleet.errors import ComfyFleetError, InvalidRequest, NotFound
 from comfyfleet.gateway import comfy_face, sse
 from comfyfleet.gateway.auth import authorize
+from comfyfleet.gateway.comfy_uploads import Uploads
 from comfyfleet.gateway.deps import GatewayDep, Reader, Submitter
 from comfyfleet.gateway.intake import decode_json
 from comfyfleet.gateway.routes import salad
@@ -55,6 +57,11 @@ class Clients:
         self.recent[client_id].append(prompt_id)
         for inbox in self.listeners.get(client_id, ()):
             inbox.put_nowait(prompt_id)
+
+
+def _uploads(gateway: Any) -> Uploads:
+    settings = gateway.settings
+    return Uploads(Path(settings.data_dir) / "comfy-uploads", settings.max_input_bytes)
 
 
 def _clients(app: Any) -> Clients:
@@ -101,6 +108,9 @@ async def post_prompt(request: Request, gateway: GatewayDep, _: Submitter) -> Re
     client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
     number = comfy_face.next_number()
     body = {**data, "prompt_id": data.get("prompt_id") or str(uuid.uuid4())}
+    uploaded = _uploads(gateway).images_for(graph)
+    if uploaded:
+        body["images"] = [*(data.get("images") or []), *uploaded]
     try:
         task, _sub = await comfy_face.enqueue(
             gateway, body, "comfy", {"comfy": {"client_id": client_id, "number": number}}
@@ -110,6 +120,24 @@ async def post_prompt(request: Request, gateway: GatewayDep, _: Submitter) -> Re
     if client_id:
         _clients(request.app).submitted(client_id, task.id)
     return JSONResponse({"prompt_id": task.id, "number": number, "node_errors": {}})
+
+
+@router.post("/upload/image", summary="Upload an input image (ComfyUI's form)")
+async def upload_image(
+    gateway: GatewayDep,
+    _: Submitter,
+    image: UploadFile,
+    subfolder: Annotated[str, Form()] = "",
+    overwrite: Annotated[str, Form()] = "false",
+    type: Annotated[str, Form()] = "input",
+) -> dict[str, Any]:
+    """Kept for the prompts that name it; ``type`` other than input is refused."""
+    if type != "input":
+        raise InvalidRequest(f"type {type!r}: the gateway keeps input images only", field="type")
+    data = await image.read(gateway.settings.max_input_bytes + 1)
+    return _uploads(gateway).save(
+        image.filename or "image.png", data, subfolder, overwrite.lower() in ("true", "1")
+    )
 
 
 @router.get("/history/{prompt_id}", summary="A finished prompt, as ComfyUI's history shows it")
