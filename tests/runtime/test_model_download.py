@@ -250,3 +250,13 @@ async def test_unreachable_url_is_not_retried(tmp_path: Path) -> None:
         f"or put the file at {dest}"
     )
     assert not dest.exists() and not dl.part_path(dest).exists()
+
+
+async def test_a_file_the_hub_does_not_have_is_one_line(fileserver, tmp_path: Path) -> None:
+    entry = ModelEntry(repo="org/model", file="nope.bin", folder="vae")
+    sources = Sources(hf_endpoint=fileserver.url)
+    (out,) = await sync([entry], ModelRoot(tmp_path), sources=sources)
+    assert isinstance(out.error, ModelDownloadError)
+    assert out.error.message == (
+        "hf://org/model/nope.bin: no such file in the repository: check 'file' and 'revision'"
+    )

@@ -279,13 +279,7 @@ def download_hf(
     keeps the final rename atomic; huggingface_hub resumes its own ``.incomplete`` files.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     source = f"hf://{repo}/{file}"
     staging = dest.parent / ".comfyfleet-hf"
@@ -299,26 +293,43 @@ def download_hf(
             endpoint=endpoint,
             tqdm_class=_tqdm_class(progress) if progress else None,
         )
-    except LocalEntryNotFoundError as e:  # no connection, and not in its own cache
-        raise ModelDownloadError(
-            f"{source}: the Hub could not be reached", source=source, reason="unreachable"
-        ) from e
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise ModelDownloadError(f"{source}: {_hub_hint(e)}", source=source) from e
-    except (HfHubHTTPError, OSError, ValueError) as e:  # their messages run over many lines
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelDownloadError(f"{source}: {first}", source=source) from e
+    except (HfHubHTTPError, EntryNotFoundError, OSError, ValueError) as e:
+        raise _hub_error(source, e) from e
     path = Path(str(got))
     verify(path, sha256=sha256, size=size, source=source)
     os.replace(path, dest)
     return dest.stat().st_size
 
 
-def _hub_hint(error: Exception) -> str:
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+def _hub_error(source: str, error: Exception) -> ModelDownloadError:
+    """One line for what huggingface_hub raised (its messages run over many lines). A failed
+    look-up comes wrapped in LocalEntryNotFoundError ("not in the local cache"); the reason
+    is its cause."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
-    if isinstance(error, RepositoryNotFoundError):  # also gated and private ones
-        return "no such repository, or it is private or gated: set HF_TOKEN to a token with access"
-    if isinstance(error, RevisionNotFoundError):
-        return "no such revision: check 'revision'"
-    return "no such file in the repository: check 'file' and 'revision'"
+    cause = error.__cause__ if isinstance(error, LocalEntryNotFoundError) else error
+    status = None
+    if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+        status = cause.response.status_code
+    if isinstance(cause, RepositoryNotFoundError) or status in (401, 403):  # gated, private
+        why = "no such repository, or it is private or gated: set HF_TOKEN to a token with access"
+    elif isinstance(cause, RevisionNotFoundError):
+        why = "no such revision: check 'revision'"
+    elif isinstance(cause, EntryNotFoundError) or status == 404:
+        why = "no such file in the repository: check 'file' and 'revision'"
+    elif status is not None:
+        why = f"the Hub answered HTTP {status}"
+    elif isinstance(error, LocalEntryNotFoundError):  # no answer at all
+        return ModelDownloadError(
+            f"{source}: the Hub could not be reached", source=source, reason="unreachable"
+        )
+    else:
+        text = str(error).strip()
+        why = text.splitlines()[0] if text else type(error).__name__
+    return ModelDownloadError(f"{source}: {why}", source=source, http=status)

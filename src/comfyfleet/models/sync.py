@@ -171,33 +171,8 @@ async def provide(
             return "linked"
         if _from_hub(entry):
             await _check_hub(entry, sources)
-        if entry.repo:
-            await asyncio.to_thread(
-                dl.download_hf,
-                entry.repo,
-                entry.file or "",
-                dest,
-                revision=entry.revision,
-                token=sources.hf_token,
-                endpoint=sources.hf_endpoint,
-                sha256=entry.sha256,
-                size=entry.size,
-                progress=progress,
-            )
-            return "downloaded"
-        headers = {}
-        if sources.hf_token and parse_hf_url(entry.url or ""):
-            headers["Authorization"] = f"Bearer {sources.hf_token}"
         try:
-            await dl.download_url(
-                entry.url or "",
-                dest,
-                session=session,
-                sha256=entry.sha256,
-                size=entry.size,
-                headers=headers,
-                progress=progress,
-            )
+            await _download(entry, dest, session=session, sources=sources, progress=progress)
         except ModelDownloadError as e:
             if e.details.get("reason") != "unreachable":
                 raise
@@ -208,6 +183,42 @@ async def provide(
             )
             raise ModelDownloadError(f"{e.message}; {hint}", **e.details) from e
         return "downloaded"
+
+
+async def _download(
+    entry: ModelEntry,
+    dest: Path,
+    *,
+    session: aiohttp.ClientSession,
+    sources: Sources,
+    progress: dl.Progress | None,
+) -> None:
+    if entry.repo:
+        await asyncio.to_thread(
+            dl.download_hf,
+            entry.repo,
+            entry.file or "",
+            dest,
+            revision=entry.revision,
+            token=sources.hf_token,
+            endpoint=sources.hf_endpoint,
+            sha256=entry.sha256,
+            size=entry.size,
+            progress=progress,
+        )
+        return
+    headers = {}
+    if sources.hf_token and parse_hf_url(entry.url or ""):
+        headers["Authorization"] = f"Bearer {sources.hf_token}"
+    await dl.download_url(
+        entry.url or "",
+        dest,
+        session=session,
+        sha256=entry.sha256,
+        size=entry.size,
+        headers=headers,
+        progress=progress,
+    )
 
 
 def new_session() -> aiohttp.ClientSession:
