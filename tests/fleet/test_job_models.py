@@ -139,7 +139,10 @@ ROOT_VARIABLES = (
 @pytest.fixture
 async def gateway(settings_for) -> AsyncIterator[Any]:
     """A gateway with no local backends: only the remote agent executes."""
-    settings = settings_for([], api_keys=[f"{SUBMIT}:submit", f"{AGENT}:agent"])
+    # The file server is on 127.0.0.1: the gateway must accept loopback model URLs at submit.
+    settings = settings_for(
+        [], api_keys=[f"{SUBMIT}:submit", f"{AGENT}:agent"], allow_private_urls=True
+    )
     async with serve(create_app(settings)) as served:
         yield served
 
