@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from comfyfleet.fleet.pools import WorkerManager, parse_pool
@@ -177,3 +178,25 @@ def test_bad_pool_specs_are_one_line_errors(bad: str) -> None:
     with pytest.raises(PoolSpecError) as info:
         parse_pool(bad)
     assert "\n" not in info.value.message and "'cpu'" in info.value.message
+
+
+async def test_a_worker_that_stops_answering_is_replaced(
+    tmp_path: Path, sqlite_queue: Queue
+) -> None:
+    entry = pool_entry(min=1, max=1, unhealthy_after=1.0, health_interval=0.2)
+    settings = make_settings(tmp_path, [], pools=[entry])
+    async with make_fleet(settings, sqlite_queue) as fleet:
+        manager = manager_of(fleet)
+        await manager.until(lambda m: states(fleet) == ["idle"], 60)
+        [frozen] = pool_of(fleet).workers.values()
+        assert frozen.handle is not None and frozen.handle.url is not None
+        async with httpx.AsyncClient(trust_env=False) as http:  # alive, but answers nothing
+            await http.post(f"{frozen.handle.url}/_testing/faults", json={"freeze": True})
+        await manager.until(lambda m: frozen.state == "failed", 30)
+        assert frozen.reason and frozen.reason.startswith("health checks failing for 1 s")
+        await manager.until(lambda m: states(fleet) == ["idle"], 60)
+        [replacement] = pool_of(fleet).workers.values()
+        assert replacement.id != frozen.id
+        [task] = await submit(sqlite_queue, 1)
+        [done] = await finished(sqlite_queue, [task.id], 60)
+        assert done.status == "succeeded" and done.backend == f"cpu/{replacement.id}"

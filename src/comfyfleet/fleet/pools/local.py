@@ -22,7 +22,9 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,13 @@ class _Process(Supervisor):
     def __init__(self, argv: list[str], cwd: Path, url: str, env: dict[str, str]) -> None:
         super().__init__(cwd, url, restart=False, env=env)
         self.argv = argv
+        self.pumped = threading.Event()  # set once all of the process's output is read
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            super()._pump(proc)
+        finally:
+            self.pumped.set()
 
 
 class LocalProvider(Provider):
@@ -166,8 +175,8 @@ class LocalProvider(Provider):
         if proc is None:
             return ""
         if proc.exited(proc.generation):
-            await asyncio.to_thread(_settled, proc, 5.0)
-        lines = list(proc.last_exit.tail if proc.last_exit else proc._tail)
+            await asyncio.to_thread(proc.pumped.wait, 5.0)
+        lines = list(proc._tail)
         return "\n".join(lines[-tail:])
 
 

@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from comfyfleet.fleet.backend import Backend
 from comfyfleet.fleet.pools.provider import Provider, WorkerHandle
 from comfyfleet.fleet.pools.spec import PoolSpec, WorkerSpec
@@ -227,7 +229,7 @@ class Pool:
                     labels={},
                     data_dir=self.provider.data_dir,
                 )
-                worker.handle = await self.provider.start(spec)
+                worker.handle = await _uncancellable(self.provider.start(spec))
             url = await self.provider.wait_healthy(worker.handle, self.spec.start_timeout)
             worker.backend = self.fleet.add_backend(
                 worker.backend_name, url, {"pool": self.spec.name, "worker": worker.id}
@@ -244,6 +246,9 @@ class Pool:
             )
             self._kick()
             await self._watch(worker)
+        except _Started as started:
+            worker.handle = started.handle
+            raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -273,6 +278,10 @@ class Pool:
             if not health.alive:
                 await self._fail(worker, health.reason or "the worker is gone")
                 return
+            problem = await self._probe(backend)
+            if problem is not None and backend.healthy:
+                backend.mark_unhealthy(problem)  # no claims while it does not answer
+            worker.refresh()
             since = worker.unhealthy_since
             if since is not None and time.monotonic() - since >= self.spec.unhealthy_after:
                 await self._fail(
@@ -283,6 +292,18 @@ class Pool:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), self._next_probe(worker))
+
+    async def _probe(self, backend: Backend) -> str | None:
+        """Ask ComfyUI itself (a live process may hang): None when ``/system_stats`` answers."""
+        timeout = min(5.0, max(0.5, self.spec.unhealthy_after / 3))
+        try:
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+                response = await http.get(f"{backend.url}/system_stats")
+        except httpx.HTTPError as exc:
+            return f"health probe failed: {type(exc).__name__}"
+        if response.status_code != 200:
+            return f"health probe answered {response.status_code}"
+        return None
 
     def _next_probe(self, worker: Worker) -> float:
         if worker.unhealthy_since is None:
@@ -343,3 +364,24 @@ class Pool:
         for worker in workers:
             worker.reason = worker.reason or "gateway shutdown"
         await asyncio.gather(*(self._stop(w, "stopped") for w in workers if w.id in self.workers))
+
+
+async def _uncancellable(start: Any) -> WorkerHandle:
+    """Await a provider's start to its end even if we are cancelled meanwhile (shutdown), so
+    a container or pod it created is known and stopped, never leaked; then re-raise."""
+    job = asyncio.ensure_future(start)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            handle = await job
+            raise _Started(handle) from None
+        raise
+
+
+class _Started(asyncio.CancelledError):
+    """Cancelled after the provider had started the worker: carries its handle."""
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        super().__init__()
+        self.handle = handle
