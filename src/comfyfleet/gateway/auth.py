@@ -1,8 +1,9 @@
 """Bearer-token authentication with four roles, and the rule that an open gateway stays local.
 
-Keys come from ``Settings.api_keys`` as ``"token:role"``. Roles nest so one key per client is
-enough: ``read`` sees tasks and metrics, ``submit`` also creates and cancels tasks, ``admin`` may
-do everything (drain backends, act as an agent), ``agent`` only talks the pull-agent protocol.
+Keys come from ``Settings.api_keys`` as ``"token:role"`` (``COMFYFLEET_API_KEYS=a:admin,b:read``).
+Roles nest so one key per client is enough: ``read`` sees tasks and metrics, ``submit`` also
+creates and cancels tasks, ``admin`` may do everything (drain backends, act as an agent),
+``agent`` only talks the pull-agent protocol.
 With no keys at all the gateway is unauthenticated, which is only acceptable on loopback: it
 refuses to start on any other address and answers only loopback clients.
 """
@@ -131,7 +132,7 @@ def check_exposure(host: str, keys: KeyRing) -> None:
     if keys.open and not is_loopback(host):
         raise InsecureBinding(
             f"refusing to listen on {host} without API keys: anyone who can reach it could run "
-            "workflows. Set COMFYFLEET_API_KEYS (e.g. '[\"<token>:admin\"]') or listen on "
-            "127.0.0.1.",
+            "workflows. Set COMFYFLEET_API_KEYS (e.g. '<token>:admin,<token2>:submit') or "
+            "listen on 127.0.0.1.",
             host=host,
         )
