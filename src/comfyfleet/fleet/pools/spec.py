@@ -62,8 +62,15 @@ class PoolSpec:
         return max(self.min, min(self.max, want))
 
     def describe(self) -> str:
+        """The spec back in flag form: bounds, every setting that is not the default, options."""
+        defaults = PoolSpec(self.name, self.provider)
+        tuned = "".join(
+            f",{key}={getattr(self, key):g}"
+            for key in _COMMON
+            if key not in ("min", "max") and getattr(self, key) != getattr(defaults, key)
+        )
         extra = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.name}={self.provider}:min={self.min},max={self.max}{extra}"
+        return f"{self.name}={self.provider}:min={self.min},max={self.max}{tuned}{extra}"
 
 
 @dataclass(frozen=True)
