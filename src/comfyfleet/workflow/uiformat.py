@@ -16,8 +16,12 @@ the frontend's own "Export (API)" does:
   of the same type, as the frontend does; muted nodes (mode 2) and notes are left out and
   links to them dropped.
 
-Anything that cannot be converted faithfully (subgraphs, group nodes, classes this ComfyUI does
-not have, a widget count that does not match the class) is a `WorkflowFormatError` that tells
+Subgraphs are flattened first (`subgraphs`), with the ids the frontend's export gives their
+nodes (``10:4``). A node saved with ``widgets_values_named`` is read by name, so widgets the
+frontend adds of its own (upload buttons, previews) do not shift the values.
+
+Anything that cannot be converted faithfully (group nodes, classes this ComfyUI does not have, a
+widget count that does not match the class) is a `WorkflowFormatError` that tells
 the user how to export the API format instead. Dynamic-prompt syntax (``{a|b}``), which the
 frontend expands while exporting, is passed through unchanged.
 """
@@ -149,14 +153,38 @@ class _Converter:
                 continue
             source = self._resolve(link_id, entry.get("type"))
             if source is not None:
+                self._check_slot(node, entry["name"], source)
                 inputs[entry["name"]] = [str(source[0]), source[1]]
                 linked.append(entry["name"])
         title = node.get("title") or info.get("display_name") or class_type
         return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}, linked
 
+    def _check_slot(self, node: Mapping[str, Any], name: str, source: tuple[Any, int]) -> None:
+        """A link to an output the source class does not have (saved with another version of
+        the node) would be mis-wired: refuse it, naming both nodes."""
+        origin = self.nodes[source[0]]
+        info = class_info(self.object_info, origin["type"])
+        outputs = (info or {}).get("output")
+        if isinstance(outputs, list) and source[1] >= len(outputs):
+            raise _unfaithful(
+                f"node {node['id']} input {name!r} is linked to output {source[1]} of node "
+                f"{origin['id']} ({origin['type']}), which has {len(outputs)} output(s) in this "
+                "ComfyUI; the workflow was saved with a different version of the node",
+                node_id=str(node["id"]),
+                class_type=node["type"],
+            )
+
     def _widget_values(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
-        values = node.get("widgets_values")
+        values = _by_slot(self._positional(node, info))
+        values.update(node.get("_overrides") or {})  # a subgraph instance's promoted values
+        return values
+
+    def _positional(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
         slots, optional_tail = widget_slots(info)
+        named = node.get("widgets_values_named")
+        if isinstance(named, Mapping):  # by name: frontend-only widgets simply do not match
+            return {name: named[name] for name in slots if name in named}
+        values = node.get("widgets_values")
         if values is None:
             values = []
         if isinstance(values, Mapping):  # some nodes save widgets by name
@@ -171,9 +199,8 @@ class _Converter:
                 node_id=str(node["id"]),
                 class_type=node["type"],
             )
-        # A list value would read as a link in API format; the frontend wraps it the same way.
         return {
-            name: {"__value__": value} if isinstance(value, list) else value
+            name: value
             for name, value in zip(slots, values, strict=False)
             if name not in (_CONTROL, _UPLOAD)
         }
@@ -210,11 +237,18 @@ class _Converter:
         return None
 
 
+def _by_slot(values: dict[str, Any]) -> dict[str, Any]:
+    """A list value would read as a link in API format; the frontend wraps it the same way."""
+    return {k: {"__value__": v} if isinstance(v, list) else v for k, v in values.items()}
+
+
 def ui_to_api(data: Mapping[str, Any], object_info: ObjectInfo) -> Graph:
     """Convert a UI-format workflow to an API-format graph, or raise `WorkflowFormatError`."""
     definitions = data.get("definitions") or {}
     if isinstance(definitions, Mapping) and definitions.get("subgraphs"):
-        raise _unfaithful("it uses subgraphs")
+        from comfyfleet.workflow.subgraphs import flatten
+
+        data = flatten(data, _unfaithful)
     extra = data.get("extra") or {}
     if isinstance(extra, Mapping) and extra.get("groupNodes"):
         raise _unfaithful("it uses group nodes")

@@ -184,6 +184,6 @@ def test_ui_format_workflow_is_converted(object_info_models: OI) -> None:
 
 
 def test_ui_format_workflow_that_cannot_be_converted(object_info_models: OI) -> None:
-    ui = load("ui_txt2img.json") | {"definitions": {"subgraphs": [{"id": "s"}]}}
+    ui = load("ui_txt2img.json") | {"extra": {"groupNodes": {"g": {}}}}
     with pytest.raises(WorkflowFormatError, match="Workflow → Export \\(API\\)"):
         _prepare(JobSpec(workflow=ui), object_info_models)

@@ -108,11 +108,8 @@ def test_unknown_class_is_refused(object_info: dict[str, Any]) -> None:
         ui_to_api(_one_node("NoSuchNodeClass", [1]), object_info)
 
 
-def test_subgraphs_and_group_nodes_are_refused(object_info: dict[str, Any]) -> None:
+def test_group_nodes_are_refused(object_info: dict[str, Any]) -> None:
     ui = load("ui_txt2img.json")
-    with_subgraph = copy.deepcopy(ui) | {"definitions": {"subgraphs": [{"id": "x"}]}}
-    with pytest.raises(WorkflowFormatError, match=r"faithfully \(it uses subgraphs\)"):
-        ui_to_api(with_subgraph, object_info)
     with_group = copy.deepcopy(ui) | {"extra": {"groupNodes": {"g": {}}}}
     with pytest.raises(WorkflowFormatError, match=r"faithfully \(it uses group nodes\)"):
         ui_to_api(with_group, object_info)

@@ -1,0 +1,239 @@
+"""Subgraphs (``definitions.subgraphs``, the frontend's way to group nodes) flattened into one
+UI-format graph, the way the frontend's "Export (API)" does it, so `uiformat` converts the
+result like any other workflow.
+
+A subgraph *instance* is a node whose ``type`` is a subgraph's id. Expanding it:
+
+* its inner nodes take the ids ``<instance id>:<inner id>`` (nested: ``10:4:2``), as the
+  frontend's export names them;
+* an inner link from the subgraph's input node (id ``-10``, slot k) is re-attached to whatever
+  feeds the instance's k-th input; an unlinked input gives its value instead: the instance's
+  promoted widget value (``widgets_values_named``, ``proxyWidgets`` or the values of its
+  widget-typed inputs in order) overrides the inner widget it feeds;
+* a link from the instance's output k is re-attached to what feeds the subgraph's output node
+  (id ``-20``) at slot k;
+* a muted instance disappears with its contents; a bypassed one passes its inputs through by
+  type, as any bypassed node.
+
+Instances are expanded innermost first, so nested subgraphs work at any depth.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from comfyfleet.errors import WorkflowFormatError
+
+INPUT_NODE, OUTPUT_NODE = -10, -20
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+MAX_DEPTH = 32
+Link = dict[str, Any]
+
+
+def flatten(data: Mapping[str, Any], unfaithful: Any) -> dict[str, Any]:
+    """``data`` without subgraph instances (a new dict; ``data`` is not changed).
+    ``unfaithful(reason, **details)`` builds the error for what cannot be expanded."""
+    definitions = {
+        sg["id"]: sg
+        for sg in (data.get("definitions") or {}).get("subgraphs") or []
+        if isinstance(sg, Mapping) and "id" in sg
+    }
+    nodes, links = _Flattener(definitions, unfaithful).expand(
+        data.get("nodes") or [], data.get("links") or [], prefix="", depth=0
+    )
+    out = {k: v for k, v in data.items() if k not in ("nodes", "links", "definitions")}
+    out["nodes"], out["links"] = nodes, list(links.values())
+    return out
+
+
+def _links(raw: Any, prefix: str, unfaithful: Any) -> dict[Any, Link]:
+    """Links as objects with prefixed ids (the special -10/-20 endpoints kept as they are)."""
+    table: dict[Any, Link] = {}
+    for row in raw or []:
+        if isinstance(row, list) and len(row) >= 5:
+            keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot")
+            link = dict(zip(keys, row[:5], strict=True))
+            link["type"] = row[5] if len(row) > 5 else None
+        elif isinstance(row, Mapping) and "id" in row:
+            link = dict(row)
+        else:
+            raise unfaithful(f"unreadable link entry {row!r:.100}")
+        link["id"] = _pid(prefix, link["id"])
+        for end in ("origin_id", "target_id"):
+            if link.get(end) not in (INPUT_NODE, OUTPUT_NODE):
+                link[end] = _pid(prefix, link[end])
+        table[link["id"]] = link
+    return table
+
+
+def _pid(prefix: str, value: Any) -> Any:
+    return f"{prefix}{value}" if prefix else value
+
+
+class _Flattener:
+    def __init__(self, definitions: dict[str, Mapping[str, Any]], unfaithful: Any) -> None:
+        self.definitions = definitions
+        self.unfaithful = unfaithful
+
+    def expand(
+        self, raw_nodes: list[Any], raw_links: Any, prefix: str, depth: int
+    ) -> tuple[list[dict[str, Any]], dict[Any, Link]]:
+        if depth > MAX_DEPTH:
+            raise self.unfaithful(f"subgraphs nested deeper than {MAX_DEPTH} levels")
+        links = _links(raw_links, prefix, self.unfaithful)
+        nodes: list[dict[str, Any]] = []
+        for raw in raw_nodes:
+            if not isinstance(raw, Mapping) or "id" not in raw or "type" not in raw:
+                raise WorkflowFormatError(f"UI-format node without 'id'/'type': {raw!r:.200}")
+            node = copy.deepcopy(dict(raw))
+            node["id"] = _pid(prefix, node["id"])
+            for entry in node.get("inputs") or []:
+                if entry.get("link") is not None:
+                    entry["link"] = _pid(prefix, entry["link"])
+            for entry in node.get("outputs") or []:
+                if entry.get("links"):
+                    entry["links"] = [_pid(prefix, lid) for lid in entry["links"]]
+            nodes.append(node)
+        out: list[dict[str, Any]] = []
+        for node in nodes:
+            definition = self.definitions.get(node["type"])
+            if definition is None:
+                out.append(node)
+            elif node.get("mode") == 2:  # muted: gone, with everything inside
+                continue
+            elif node.get("mode") == 4:  # bypassed: `uiformat` passes its inputs through
+                out.append(node)
+            else:
+                out.extend(self._instance(node, definition, links, depth))
+        return out, links
+
+    def _instance(
+        self,
+        node: dict[str, Any],
+        definition: Mapping[str, Any],
+        links: dict[Any, Link],
+        depth: int,
+    ) -> list[dict[str, Any]]:
+        inst = node["id"]
+        inner_nodes, inner_links = self.expand(
+            definition.get("nodes") or [], definition.get("links") or [], f"{inst}:", depth + 1
+        )
+        by_id = {n["id"]: n for n in inner_nodes}
+        sg_inputs = definition.get("inputs") or []
+        feeds = self._instance_feeds(node, sg_inputs)
+        values = self._promoted(node, definition, by_id)
+        # Inner links from the input node: to the instance's feed, or its widget value.
+        for lid, link in list(inner_links.items()):
+            if link["origin_id"] != INPUT_NODE:
+                continue
+            slot = link["origin_slot"]
+            name = sg_inputs[slot].get("name") if 0 <= slot < len(sg_inputs) else None
+            outer_id = feeds.get(slot)
+            outer = links.get(outer_id) if outer_id is not None else None
+            if outer is not None:
+                link["origin_id"], link["origin_slot"] = outer["origin_id"], outer["origin_slot"]
+                continue
+            del inner_links[lid]
+            target = by_id.get(link["target_id"])
+            if target is None:
+                continue
+            entry = _input_at(target, link["target_slot"])
+            if entry is None:
+                continue
+            entry["link"] = None
+            if name in values and entry.get("widget"):
+                target.setdefault("_overrides", {})[entry["widget"]["name"]] = values[name]
+        # Links out of the instance: from what feeds the output node.
+        sources = {
+            link["target_slot"]: (link["origin_id"], link["origin_slot"])
+            for link in inner_links.values()
+            if link["target_id"] == OUTPUT_NODE
+        }
+        for lid in [lid for lid, link in inner_links.items() if link["target_id"] == OUTPUT_NODE]:
+            del inner_links[lid]
+        for lid, link in list(links.items()):
+            if link["origin_id"] != inst:
+                continue
+            source = sources.get(link["origin_slot"])
+            if source is None:
+                raise self.unfaithful(
+                    f"node {link['target_id']} is linked to output {link['origin_slot']} of "
+                    f"subgraph node {inst} ({definition.get('name')!r}), which nothing inside "
+                    "the subgraph feeds",
+                    node_id=str(link["target_id"]),
+                )
+            if source[0] == INPUT_NODE:  # passed straight through from an input
+                outer = links.get(feeds.get(source[1]))
+                if outer is None:
+                    del links[lid]
+                    continue
+                source = (outer["origin_id"], outer["origin_slot"])
+            link["origin_id"], link["origin_slot"] = source
+        for link_id in feeds.values():  # the instance's own input links are consumed
+            links.pop(link_id, None)
+        links.update(inner_links)
+        return inner_nodes
+
+    @staticmethod
+    def _instance_feeds(node: Mapping[str, Any], sg_inputs: list[Any]) -> dict[int, Any]:
+        """Subgraph input slot -> the outer link feeding the instance there, matched by name (an
+        instance lists only some of the inputs); by position only when both list them all."""
+        entries = node.get("inputs") or []
+        named = {e.get("name"): e for e in entries}
+        positional = len(entries) == len(sg_inputs)
+        feeds = {}
+        for slot, sg_input in enumerate(sg_inputs):
+            entry = named.get(sg_input.get("name"))
+            if entry is None and positional:
+                entry = entries[slot]
+            if entry is not None and entry.get("link") is not None:
+                feeds[slot] = entry["link"]
+        return feeds
+
+    def _promoted(
+        self,
+        node: Mapping[str, Any],
+        definition: Mapping[str, Any],
+        inner: dict[Any, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Values of the instance's promoted widgets, by subgraph input name. ``proxyWidgets``
+        values go straight into the inner widgets they show (returned empty then)."""
+        named = node.get("widgets_values_named")
+        if isinstance(named, Mapping):
+            return dict(named)
+        values = node.get("widgets_values") or []
+        if isinstance(values, Mapping):
+            return dict(values)
+        if not values:
+            return {}
+        proxies = (node.get("properties") or {}).get("proxyWidgets")
+        if isinstance(proxies, list) and len(proxies) == len(values):
+            for proxy, value in zip(proxies, values, strict=True):
+                if (
+                    isinstance(proxy, list)
+                    and len(proxy) == 2
+                    and not str(proxy[1]).startswith("$$")
+                ):
+                    target = inner.get(f"{node['id']}:{proxy[0]}")
+                    if target is not None:
+                        target.setdefault("_overrides", {})[proxy[1]] = value
+            return {}
+        widget_inputs = [
+            i.get("name")
+            for i in definition.get("inputs") or []
+            if str(i.get("type", "")).upper() in WIDGET_TYPES
+        ]
+        if len(widget_inputs) != len(values):
+            raise self.unfaithful(
+                f"subgraph node {node['id']} ({definition.get('name')!r}) has {len(values)} "
+                f"widget values for {len(widget_inputs)} widget inputs",
+                node_id=str(node["id"]),
+            )
+        return dict(zip(widget_inputs, values, strict=True))
+
+
+def _input_at(node: Mapping[str, Any], slot: Any) -> dict[str, Any] | None:
+    entries = node.get("inputs") or []
+    return entries[slot] if isinstance(slot, int) and 0 <= slot < len(entries) else None

@@ -1,0 +1,229 @@
+"""Subgraphs flattened the way the frontend's "Export (API)" does it: inner ids
+``<instance>:<inner>``, links through the input (-10) and output (-20) nodes re-attached,
+promoted widget values, nesting, and refusals that name the node."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyfleet.errors import WorkflowFormatError
+from comfyfleet.workflow import ui_to_api
+from comfyfleet.workflow.validate import find_errors
+
+INVERT_ID = "11111111-1111-4111-8111-111111111111"
+OUTER_ID = "22222222-2222-4222-8222-222222222222"
+
+
+def node(nid: int | str, kind: str, inputs=(), outputs=(), values=None, **extra) -> dict:
+    return {
+        "id": nid,
+        "type": kind,
+        "mode": 0,
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+        "widgets_values": values if values is not None else [],
+        **extra,
+    }
+
+
+def link(lid, o, os_, t, ts, kind) -> dict:
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    return dict(zip(keys, (lid, o, os_, t, ts, kind), strict=True))
+
+
+# Inside: image -> ImageScaleBy(scale_by promoted) -> ImageInvert -> output.
+INVERT = {
+    "id": INVERT_ID,
+    "name": "scale and invert",
+    "inputs": [
+        {"name": "image", "type": "IMAGE", "linkIds": [1]},
+        {"name": "scale_by", "type": "FLOAT", "linkIds": [2]},
+    ],
+    "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [4]}],
+    "nodes": [
+        node(
+            1,
+            "ImageScaleBy",
+            inputs=[
+                {"name": "image", "type": "IMAGE", "link": 1},
+                {"name": "scale_by", "type": "FLOAT", "widget": {"name": "scale_by"}, "link": 2},
+            ],
+            values=["nearest-exact", 1.0],
+        ),
+        node(2, "ImageInvert", inputs=[{"name": "image", "type": "IMAGE", "link": 3}]),
+    ],
+    "links": [
+        link(1, -10, 0, 1, 0, "IMAGE"),
+        link(2, -10, 1, 1, 1, "FLOAT"),
+        link(3, 1, 0, 2, 0, "IMAGE"),
+        link(4, 2, 0, -20, 0, "IMAGE"),
+    ],
+}
+
+
+def workflow(instance_values: Any = (2.0,), **instance_extra: Any) -> dict:
+    return {
+        "nodes": [
+            node(3, "EmptyImage", values=[8, 8, 1, 0]),
+            node(
+                5,
+                INVERT_ID,
+                inputs=[{"name": "image", "type": "IMAGE", "link": 10}],
+                outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [11]}],
+                values=list(instance_values),
+                **instance_extra,
+            ),
+            node(
+                9,
+                "SaveImage",
+                inputs=[{"name": "images", "type": "IMAGE", "link": 11}],
+                values=["out"],
+            ),
+        ],
+        "links": [[10, 3, 0, 5, 0, "IMAGE"], [11, 5, 0, 9, 0, "IMAGE"]],
+        "definitions": {"subgraphs": [copy.deepcopy(INVERT)]},
+    }
+
+
+EXPECTED = {
+    "3": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                 "color": 0}},
+    "5:1": {"class_type": "ImageScaleBy", "inputs": {"upscale_method": "nearest-exact",
+                                                     "scale_by": 2.0, "image": ["3", 0]}},
+    "5:2": {"class_type": "ImageInvert", "inputs": {"image": ["5:1", 0]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out", "images": ["5:2", 0]}},
+}  # fmt: skip
+
+
+def api(graph: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in graph.items()}
+
+
+def test_instance_expands_with_frontend_ids_and_promoted_value(object_info) -> None:
+    graph = ui_to_api(workflow(), object_info)
+    assert api(graph) == EXPECTED
+    assert find_errors(graph, object_info) == []
+
+
+def test_promoted_value_by_name_and_through_proxy_widgets(object_info) -> None:
+    named = ui_to_api(workflow((), widgets_values_named={"scale_by": 3.0}), object_info)
+    assert named["5:1"]["inputs"]["scale_by"] == 3.0
+    proxied = workflow((0.5,), properties={"proxyWidgets": [["1", "scale_by"]]})
+    assert ui_to_api(proxied, object_info)["5:1"]["inputs"]["scale_by"] == 0.5
+    inner_only = ui_to_api(workflow(()), object_info)  # no promoted value: the inner one
+    assert inner_only["5:1"]["inputs"]["scale_by"] == 1.0
+
+
+def test_nested_subgraphs(object_info) -> None:
+    outer = {
+        "id": OUTER_ID,
+        "name": "outer",
+        "inputs": [{"name": "image", "type": "IMAGE", "linkIds": [1]}],
+        "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [2]}],
+        "nodes": [
+            node(
+                7,
+                INVERT_ID,
+                inputs=[{"name": "image", "type": "IMAGE", "link": 1}],
+                outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}],
+                values=[4.0],
+            ),
+        ],
+        "links": [link(1, -10, 0, 7, 0, "IMAGE"), link(2, 7, 0, -20, 0, "IMAGE")],
+    }
+    data = workflow()
+    data["nodes"][1]["type"] = OUTER_ID
+    data["nodes"][1]["widgets_values"] = []
+    data["definitions"]["subgraphs"].append(outer)
+    graph = api(ui_to_api(data, object_info))
+    assert set(graph) == {"3", "5:7:1", "5:7:2", "9"}
+    assert graph["5:7:1"]["inputs"]["image"] == ["3", 0]
+    assert graph["5:7:1"]["inputs"]["scale_by"] == 4.0
+    assert graph["9"]["inputs"]["images"] == ["5:7:2", 0]
+
+
+def test_bypassed_instance_passes_its_input_through(object_info) -> None:
+    data = workflow()
+    data["nodes"][1]["mode"] = 4
+    graph = api(ui_to_api(data, object_info))
+    assert set(graph) == {"3", "9"} and graph["9"]["inputs"]["images"] == ["3", 0]
+
+
+def test_refusals_name_the_node(object_info) -> None:
+    data = workflow()
+    data["definitions"]["subgraphs"][0]["links"].pop()  # nothing feeds the output any more
+    with pytest.raises(
+        WorkflowFormatError, match="node 9 is linked to output 0 of subgraph node 5"
+    ):
+        ui_to_api(data, object_info)
+    with pytest.raises(WorkflowFormatError, match=r"subgraph node 5 .* 3 widget values for 1"):
+        ui_to_api(workflow((1.0, 2.0, 3.0)), object_info)
+    wrong_slot = workflow()
+    wrong_slot["links"][1] = [11, 3, 4, 9, 0, "IMAGE"]  # EmptyImage has one output
+    with pytest.raises(WorkflowFormatError, match="linked to output 4 of node 3 \\(EmptyImage\\)"):
+        ui_to_api(wrong_slot, object_info)
+
+
+def test_input_is_not_changed(object_info) -> None:
+    data = workflow()
+    before = json.dumps(data, sort_keys=True)
+    ui_to_api(data, object_info)
+    assert json.dumps(data, sort_keys=True) == before
+
+
+# --- the official templates (PyPI comfyui-workflow-templates-json, not committed) -----------
+def template_files() -> list[Path]:
+    import comfyui_workflow_templates_json as package
+
+    root = Path(package.__file__).parent / "templates"
+    return sorted(root.glob("*.json"))
+
+
+def test_every_official_template_converts_or_is_refused_with_a_reason(object_info) -> None:
+    """Converted graphs are wired as the catalogue says (no link to an output that does not
+    exist, no required input lost); the rest are refused naming why."""
+    from comfyfleet.workflow.uiformat import is_ui_workflow
+
+    converted = refused = 0
+    for path in template_files():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not is_ui_workflow(data):
+            continue
+        try:
+            graph = ui_to_api(data, object_info)
+        except WorkflowFormatError as exc:
+            refused += 1
+            assert "cannot convert" in exc.message and "Export (API)" in exc.message, path.name
+            continue
+        converted += 1
+        problems = [
+            e
+            for e in find_errors(graph, object_info)
+            if e["type"] != "value_not_in_list"  # model files are not installed here
+            # Our validator does not resolve V3 MatchType templates (ComfyUI does).
+            and "COMFY_MATCHTYPE_V3" not in e["message"]
+        ]
+        assert problems == [], (path.name, problems[:3])
+    assert converted > 100 and refused > 0, (converted, refused)
+
+
+def test_named_widget_values_skip_frontend_only_widgets(object_info) -> None:
+    """A node saved with ``widgets_values_named`` is read by name: widgets the frontend adds of
+    its own (here an extra preview value) neither shift the values nor break the count."""
+    positional = {"nodes": [node(1, "LoadImage", values=["a.png", "image", "preview-state"])]}
+    with pytest.raises(WorkflowFormatError, match="3 widget values"):
+        ui_to_api(positional, object_info)
+    named = copy.deepcopy(positional)
+    named["nodes"][0]["widgets_values_named"] = {
+        "image": "a.png",
+        "upload": "image",
+        "preview": "preview-state",
+    }
+    assert api(ui_to_api(named, object_info)) == {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}}
+    }
