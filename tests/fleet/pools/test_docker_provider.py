@@ -87,3 +87,16 @@ async def test_a_pool_of_containers_runs_a_burst_from_zero_and_back(
         assert manager.pools["dk"].started_total >= 1
     leftover = docker_client().containers.list(all=True, filters={"label": "comfyfleet.pool=dk"})
     assert [c.name for c in leftover if "comfyfleet-comfyfleet-dk" in c.name] == []
+
+
+def test_serve_refuses_a_docker_pool_whose_image_is_missing(tmp_path: Path) -> None:
+    from comfyfleet.fleet.pools import PoolSpecError
+    from comfyfleet.gateway.launch import build_settings
+
+    missing = f"comfyfleet-test:missing-{tmp_path.name[-6:]}"
+    with pytest.raises(PoolSpecError) as info:
+        build_settings(data_dir=tmp_path, pools=[f"dk=docker:max=1,image={missing}"])
+    assert info.value.message == (
+        f"pool 'dk' (docker): image '{missing}' is not on the Docker host "
+        "(docker pull, build or import it)"
+    )

@@ -94,22 +94,21 @@ class DockerProvider(Provider):
         if not isinstance(env, dict):
             raise self.bad("env must be a JSON object of strings")
 
-    async def check(self) -> None:
-        self.validate()
+    def preflight(self) -> None:
         import docker.errors
 
-        def probe() -> None:
+        image = self.option("image")
+        try:
             client = self.client()
             client.ping()
-            try:
-                client.images.get(self.option("image"))
-            except docker.errors.ImageNotFound:
-                client.images.pull(self.option("image"))
-
-        try:
-            await asyncio.to_thread(probe)
         except Exception as exc:
-            raise self.bad(f"Docker cannot run image {self.option('image')!r}: {exc}") from None
+            raise self.bad(f"the Docker daemon does not answer: {exc}") from None
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise self.bad(
+                f"image {image!r} is not on the Docker host (docker pull, build or import it)"
+            ) from None
 
     def _name(self, worker_id: str) -> str:
         return f"comfyfleet-{self.owner}-{self.pool.name}-{worker_id}"

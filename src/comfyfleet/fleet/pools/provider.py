@@ -90,9 +90,14 @@ class Provider(abc.ABC):
         """Raise PoolSpecError (one line) for options that cannot work; no I/O, so
         ``comfyfleet serve`` runs it before anything starts."""
 
+    def preflight(self) -> None:  # noqa: B027 - only some providers can ask before starting
+        """Blocking checks that need I/O but no event loop (the Docker daemon answers, the
+        image is there); PoolSpecError (one line). ``comfyfleet serve`` runs it at start."""
+
     async def check(self) -> None:
-        """`validate`, plus what needs I/O (the Docker daemon answers, the image exists)."""
+        """`validate` and `preflight`, from the event loop (the manager's start)."""
         self.validate()
+        await asyncio.to_thread(self.preflight)
 
     @abc.abstractmethod
     async def start(self, spec: WorkerSpec) -> WorkerHandle:

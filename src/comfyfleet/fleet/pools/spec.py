@@ -190,11 +190,14 @@ def parse_pools(entries: str | list[Any]) -> list[PoolSpec]:
 
 
 def validate_pools(settings: Any) -> list[PoolSpec]:
-    """Parse ``settings.pools`` and run every provider's offline checks; PoolSpecError (one
-    line) for the first problem. ``comfyfleet serve`` calls it before starting anything."""
+    """Parse ``settings.pools`` and run every provider's checks (options, then what can be
+    asked before starting: the Docker daemon and image); PoolSpecError (one line) for the
+    first problem. ``comfyfleet serve`` calls it before starting anything."""
     from comfyfleet.fleet.pools.provider import make_provider
 
     specs = parse_pools(settings.pools)
     for spec in specs:
-        make_provider(spec, data_dir=settings.data_dir, settings=settings).validate()
+        provider = make_provider(spec, data_dir=settings.data_dir, settings=settings)
+        provider.validate()
+        provider.preflight()
     return specs
