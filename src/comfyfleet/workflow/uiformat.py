@@ -10,6 +10,8 @@ the frontend's own "Export (API)" does:
 * an INT named ``seed``/``noise_seed``, or any widget flagged ``control_after_generate``, is
   followed by a "control after generate" value ("randomize", "fixed", ...) that is dropped;
 * file combos (``image_upload``, ...) may be followed by an upload-button value, dropped;
+* a few classes get widgets of the frontend's own after theirs (`FRONTEND_ONLY_WIDGETS`:
+  previews, players), whose trailing values are dropped;
 * links become ``[str(origin_id), origin_slot]``; links through a ``Reroute`` are followed to
   their source; a link from a ``PrimitiveNode`` is dropped (its value is already the target's
   widget value); a link from a bypassed node (mode 4) is re-routed to the bypassed node's input
@@ -53,6 +55,18 @@ UI_FORMAT_MESSAGE = (
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 MUTED, BYPASSED = 2, 4
+
+# Widgets the frontend appends to these classes of its own (previews, players, recorders): so
+# many trailing ``widgets_values`` entries carry no input (checked against the official
+# templates saved with ``widgets_values_named``).
+FRONTEND_ONLY_WIDGETS = {
+    "PreviewAny": 3,  # the markdown/plain-text preview
+    "SaveGLB": 1,  # the 3D preview's image
+    "Preview3D": 1,
+    "LoadAudio": 1,  # the audio player
+    "RecordAudio": 2,  # the recorder
+    "GetImageSize": 1,  # the size display
+}
 
 _CONTROL = "<control_after_generate>"
 _UPLOAD = "<upload>"
@@ -191,7 +205,8 @@ class _Converter:
             return {name: values[name] for name in slots if name in values}
         if not isinstance(values, list):
             raise _unfaithful(f"node {node['id']} has unreadable widgets_values")
-        if not len(slots) - optional_tail <= len(values) <= len(slots):
+        extra = FRONTEND_ONLY_WIDGETS.get(node["type"], 0)
+        if not len(slots) - optional_tail <= len(values) <= len(slots) + extra:
             raise _unfaithful(
                 f"node {node['id']} ({node['type']}) has {len(values)} widget values but this "
                 f"ComfyUI's {node['type']} has {len(slots)} widgets; the workflow was saved with a "

@@ -227,3 +227,21 @@ def test_named_widget_values_skip_frontend_only_widgets(object_info) -> None:
     assert api(ui_to_api(named, object_info)) == {
         "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}}
     }
+
+
+def test_frontend_only_trailing_widgets_are_dropped(object_info) -> None:
+    """SaveGLB's 3D preview and LoadAudio's player add values after the real widgets; a class
+    without such widgets still refuses an extra value."""
+    data = {
+        "nodes": [
+            node(1, "SaveGLB", values=["mesh/out", ""]),
+            node(2, "LoadAudio", values=["take.mp3", None, ""]),
+            node(3, "PreviewAny", values=[None, None, None]),
+        ]
+    }
+    graph = api(ui_to_api(data, object_info))
+    assert graph["1"]["inputs"] == {"filename_prefix": "mesh/out"}
+    assert graph["2"]["inputs"] == {"audio": "take.mp3"}
+    assert graph["3"]["inputs"] == {}
+    with pytest.raises(WorkflowFormatError, match=r"node 4 \(SaveImage\) has 2 widget values"):
+        ui_to_api({"nodes": [node(4, "SaveImage", values=["out", ""])]}, object_info)
