@@ -213,6 +213,66 @@ async def test_lost_submit_answer_is_retried_without_a_second_task(gateway: Serv
     assert result.ok and [o.filename for o in result.outputs] == ["solid_00001_.png"]
 
 
+class CutStream:
+    """A proxy that cuts the first event stream after its first event (a dropped connection),
+    and passes everything else through."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.streams = 0
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.forward)
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with httpx.AsyncClient(timeout=None) as http:
+            if request.path.endswith("/events"):
+                self.streams += 1
+                async with http.stream("GET", self.upstream + request.path_qs) as answer:
+                    out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                    await out.prepare(request)
+                    async for chunk in answer.aiter_raw():
+                        await out.write(chunk)
+                        if self.streams == 1 and b"\n\n" in chunk:
+                            assert request.transport is not None
+                            request.transport.abort()  # the connection drops mid-stream
+                            return out
+                    return out
+            answer = await http.request(
+                request.method, self.upstream + request.path_qs, content=body,
+                headers={"content-type": request.headers.get("content-type", "")},
+            )  # fmt: skip
+        return web.Response(
+            status=answer.status_code,
+            body=answer.content,
+            content_type=answer.headers.get("content-type", "").split(";")[0] or None,
+        )
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def test_dropped_event_stream_is_resumed(gateway: Served) -> None:
+    proxy = CutStream(gateway.url)
+    runner, url = await serve_app(proxy.app)
+    try:
+        async with AsyncClient(url, kind="gateway") as client:
+            job = await client.submit(SLOW | {"2": {**SLOW["2"], "inputs": {
+                **SLOW["2"]["inputs"], "steps": 5}}})  # fmt: skip
+            events = [event async for event in job.progress()]
+            result = await job.wait(timeout=60)
+    finally:
+        await runner.cleanup()
+    assert proxy.streams >= 2  # it reconnected
+    assert result.ok and [o.filename for o in result.outputs] == ["slow_00001_.png"]
+    assert events[0].status == "queued"
+
+
 # --- RunPod's cloud API (a stand-in) in front of the real worker -----------------------------
 class RunPodCloud:
     """RunPod's /v2/{endpoint} API as its docs describe it: bearer key, /run → IN_QUEUE,

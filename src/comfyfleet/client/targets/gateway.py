@@ -3,6 +3,7 @@ never queues twice), progress from its server-sent events, artifacts from its li
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -41,7 +42,9 @@ class GatewayTarget(Target):
 
     async def follow(self, job_id: str) -> AsyncIterator[ProgressEvent | Result]:
         """The task's event stream; reconnected (it replays the current state) if it breaks."""
-        for _ in range(self.http.attempts):
+        for attempt in range(self.http.attempts):
+            if attempt:
+                await asyncio.sleep(min(self.http.backoff * 2**attempt, 5.0))
             try:
                 async for name, data in self._events(job_id):
                     if name == "finished":
@@ -53,7 +56,11 @@ class GatewayTarget(Target):
             except (httpx.TransportError, ServiceUnavailable):
                 continue
             break
-        yield self.result(await self.http.json("GET", f"{TASKS}/{job_id}?wait=300", safe=True))
+        while True:  # the stream keeps failing: long-poll the task instead
+            task = await self.http.json("GET", f"{TASKS}/{job_id}?wait=300", safe=True)
+            if task["status"] in FINAL:
+                yield self.result(task)
+                return
 
     async def _events(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         url = self.http.url(f"{TASKS}/{job_id}/events")
