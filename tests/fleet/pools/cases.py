@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,14 @@ class Case:
     has_logs: bool = True  # RunPod's API gives no container logs
     context: dict[str, Any] = field(default_factory=dict)
     made: list[Provider] = field(default_factory=list)
+    # One owner per test: concurrent runs on one Docker daemon never see each other's workers.
+    owner: str = field(default_factory=lambda: f"contract{uuid.uuid4().hex[:8]}")
 
     def provider(self, *, crash: bool = False, name: str = "p", **spec: Any) -> Provider:
         options = self.crashing if crash else self.good
         pool = PoolSpec(name=name, provider=self.kind, max=4, options=dict(options), **spec)
         provider = make_provider(
-            pool, owner="contract", data_dir=self.data_dir, settings=self.settings
+            pool, owner=self.owner, data_dir=self.data_dir, settings=self.settings
         )
         for key, value in self.context.items():
             setattr(provider, key, value)

@@ -4,6 +4,7 @@ and a pool of containers running tasks from zero and back."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def image() -> Iterator[str]:
 def docker_pool(image: str, tmp_path: Path, **options: Any):  # type: ignore[no-untyped-def]
     entry = {"name": "dk", "provider": "docker", "max": 2, "image": image,
              "command": server_command(), "volumes": mounts(), **options}  # fmt: skip
-    return make_provider(parse_pool(entry), owner="dtest", data_dir=tmp_path)
+    owner = f"dtest{uuid.uuid4().hex[:8]}"  # concurrent runs never meet
+    return make_provider(parse_pool(entry), owner=owner, data_dir=tmp_path)
 
 
 async def test_model_volumes_are_mounted_read_only(image: str, tmp_path: Path) -> None:
@@ -62,7 +64,8 @@ async def test_gpus_are_requested_from_the_daemon(image: str, tmp_path: Path) ->
         handle = await provider.start(worker_spec(provider, "w0-gpu"))
     except WorkerStartError as exc:  # no NVIDIA runtime on this host: the daemon says so
         assert "device driver" in exc.message or "gpu" in exc.message.lower()
-        assert client.containers.list(all=True, filters={"name": "comfyfleet-dtest-dk-w0"}) == []
+        name = f"comfyfleet-{provider.owner}-dk-w0-gpu"
+        assert client.containers.list(all=True, filters={"name": name}) == []
         return
     try:  # a GPU host: the request is on the container
         requests = client.containers.get(handle.ref).attrs["HostConfig"]["DeviceRequests"]

@@ -18,8 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from comfyfleet.fleet.pools.leader import AdvisoryLock, Leadership
 from comfyfleet.fleet.pools.pool import Pool
@@ -32,6 +35,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEADER_RETRY = 5.0  # seconds between attempts to become leader
+
+
+def owner_of(settings: Any) -> str:
+    """Who owns the workers: one id per queue (the database and schema, or the SQLite data
+    dir), so replicas of one gateway adopt each other's workers and two unrelated gateways on
+    one Docker host or RunPod account never do."""
+    if settings.database_url:
+        parts = urlsplit(settings.database_url)
+        where = f"{parts.hostname}:{parts.port}{parts.path}/{settings.database_schema}"
+    else:
+        where = str(Path(settings.data_dir).resolve())
+    return f"{zlib.crc32(where.encode()):08x}"
 
 
 class WorkerManager:
@@ -49,7 +64,7 @@ class WorkerManager:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # replaced on every change: for `until`
         settings = fleet.settings
-        owner = settings.database_schema if settings.database_url else "comfyfleet"
+        owner = owner_of(settings)
         providers = providers or {}
         self.pools: dict[str, Pool] = {}
         for spec in specs:
