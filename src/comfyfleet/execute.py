@@ -6,7 +6,8 @@
     submit    POST /prompt with our own prompt_id on the client's shared websocket
     run       wait for ``executing {node: null}``; progress; the deadline interrupts our prompt
     deliver   every output node's artifacts, streamed through the sink (from /view, or from
-              the output folder when it is known)
+              the output folder when it is known -- then moved, not copied, into a sink that
+              can take a file: the gateway's artifact store)
     cleanup   history entry, inputs and outputs of this job (files when the folders are
               known — ComfyUI has no delete API); also after a failure; kept when ``debug``
 
@@ -79,7 +80,7 @@ async def execute(
         with _timed(timings, "deliver"):
             artifacts = collect(entry, include_temp=spec.outputs.include_temp)
             if spec.outputs.include_data:
-                artifacts = await _deliver(client, sink, job, artifacts)
+                artifacts = await _deliver(client, sink, job, artifacts, keep=spec.debug)
     finally:
         with _timed(timings, "cleanup"):
             await _cleanup(client, job, prompt_id, forget, keep=spec.debug)
@@ -113,11 +114,18 @@ async def _cleanup(
 
 
 async def _deliver(
-    client: Client, sink: Sink, job: JobFiles, artifacts: list[Artifact]
+    client: Client, sink: Sink, job: JobFiles, artifacts: list[Artifact], *, keep: bool
 ) -> list[Artifact]:
+    move = None if keep else getattr(sink, "move", None)  # (a debug job keeps its files)
+
     async def one(artifact: Artifact) -> Artifact:
         if artifact.kind == "text":
             return await sink.store(artifact, text_chunks(artifact))
+        path = job.output_path(artifact) if move is not None else None
+        if path is not None:
+            moved = await move(artifact, path)
+            if moved is not None:
+                return moved
         return await sink.store(artifact, job.chunks(client, artifact))
 
     if len(artifacts) == 1:

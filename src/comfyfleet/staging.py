@@ -82,6 +82,12 @@ class JobFiles:
             if path is not None:
                 self._outputs.append(path)
 
+    def output_path(self, artifact: Artifact) -> Path | None:
+        """Where an output is on this host (its output folder is known), else None."""
+        if self.output_dir is None or artifact.type != "output":
+            return None
+        return inside(self.output_dir, artifact.subfolder, artifact.filename)
+
     def chunks(self, client: Client, artifact: Artifact) -> AsyncIterator[bytes]:
         """An output's bytes: from the output folder when it is here, else from ``/view``."""
         if self.output_dir is not None and artifact.type == "output":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -153,3 +155,45 @@ def test_unsafe_task_ids_cannot_get_a_sink(tmp_path: Path) -> None:
 )
 def test_safe_name(given: str, safe: str) -> None:
     assert safe_name(given) == safe
+
+
+RAM_DISK = Path("/dev/shm")
+
+
+@pytest.mark.parametrize("across_filesystems", [False, True])
+async def test_an_output_file_on_this_host_is_moved_not_read(
+    tmp_path: Path, across_filesystems: bool
+) -> None:
+    """A local ComfyUI's output goes into the store by rename (same inode: no byte was read
+    or written), or, from another filesystem, by a kernel copy; the source is gone either way
+    and the same name rules apply as for streamed bytes."""
+    if across_filesystems and not RAM_DISK.is_dir():
+        pytest.fail("needs /dev/shm as a second filesystem")
+    source_root = Path(tempfile.mkdtemp(dir=RAM_DISK)) if across_filesystems else tmp_path
+    try:
+        outputs = source_root / "output" / "job"
+        outputs.mkdir(parents=True)
+        first, second = outputs / "img_00001_.png", outputs / "img_00001_.txt"
+        first.write_bytes(b"\x89PNG first")
+        second.write_bytes(b"second")
+        inode = first.stat().st_ino
+        store = ArtifactStore(tmp_path / "artifacts")
+        sink = store.sink("t1")
+        art = Artifact(node_id="9", filename="img_00001_.png", subfolder="job", type="output")
+        moved = await sink.move(art, first)
+        again = await sink.move(art, second)  # the same name again: a distinct one
+        gone = await sink.move(art, outputs / "missing.png")
+    finally:
+        if across_filesystems:
+            shutil.rmtree(source_root)
+    assert moved is not None and again is not None and gone is None
+    stored = store.path("t1", "img_00001_.png")
+    assert stored.read_bytes() == b"\x89PNG first" and moved.size == 10
+    assert (stored.stat().st_ino == inode) is not across_filesystems
+    assert not first.exists() and not second.exists()
+    assert moved.url == "/api/v1/tasks/t1/artifacts/img_00001_.png"
+    assert again.filename == "img_00001_.png" and again.url.endswith("/9_img_00001_.png")
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "t1").iterdir()) == [
+        "9_img_00001_.png",
+        "img_00001_.png",
+    ]

@@ -157,7 +157,8 @@ async def test_comfy_dying_mid_run_is_reported_within_bounds(comfy, settings) ->
         await asyncio.wait_for(running.wait(), 5)
         start = time.monotonic()
         await comfy.die()
-        with pytest.raises(ComfyConnectionLost, match="could not reconnect within 1s"):
+        # A closed socket and a refused port: gone at once, not after the reconnect timeout.
+        with pytest.raises(ComfyConnectionLost, match="connections are refused"):
             await asyncio.wait_for(job, 10)
         assert time.monotonic() - start < 5
 
@@ -171,5 +172,7 @@ async def test_restarted_comfy_loses_the_prompt(comfy, settings) -> None:
         )
         await asyncio.wait_for(running.wait(), 5)
         await comfy.restart()  # queue and history are gone, as after a ComfyUI restart
-        with pytest.raises(ComfyConnectionLost, match="in neither ComfyUI's queue nor its history"):
+        # Lost either way: refused while it was down, or found in neither queue nor history.
+        lost = "connections are refused|in neither ComfyUI's queue nor its history"
+        with pytest.raises(ComfyConnectionLost, match=lost):
             await asyncio.wait_for(job, 10)

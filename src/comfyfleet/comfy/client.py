@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -57,6 +57,7 @@ class Client(ComfyHTTP):
         cancel_grace: float = 5.0,
         outputs_from_stream: bool = True,
         on_down: Callable[[str], None] | None = None,
+        history_batch: int = 1,
     ) -> None:
         super().__init__(
             url, session=session, request_timeout=request_timeout, connect_timeout=connect_timeout
@@ -70,6 +71,10 @@ class Client(ComfyHTTP):
         self._classes: dict[str, dict[str, str]] = {}
         #: Called with a reason when ComfyUI is found gone (socket closed, connections refused).
         self.on_down = on_down
+        # History entries to delete are sent in batches of this many (a long-running client
+        # saves a request per job; ComfyUI keeps at most 10,000 entries anyway).
+        self._history_batch = max(1, history_batch)
+        self._unforgotten: list[str] = []
 
     async def __aenter__(self) -> Client:
         self._ensure_session()
@@ -79,6 +84,10 @@ class Client(ComfyHTTP):
         await self.close()
 
     async def close(self) -> None:
+        if self._unforgotten:
+            with contextlib.suppress(ComfyFleetError):
+                await super().delete_history(self._unforgotten)
+            self._unforgotten = []
         if self._events is not None:
             await self._events.close()
             self._events = None
@@ -98,6 +107,15 @@ class Client(ComfyHTTP):
                 on_down=self._down,
             )
         return self._events
+
+    async def delete_history(self, prompt_ids: Iterable[str]) -> None:
+        """Delete history entries -- with ``history_batch`` > 1, once that many are due."""
+        if self._history_batch == 1:
+            return await super().delete_history(prompt_ids)
+        self._unforgotten.extend(prompt_ids)
+        if len(self._unforgotten) >= self._history_batch:
+            due, self._unforgotten = self._unforgotten, []
+            await super().delete_history(due)
 
     def _down(self, reason: str) -> None:
         if self.on_down is not None:

@@ -39,7 +39,7 @@ from comfyfleet.errors import (
     JobTimeout,
     ResourceExhausted,
 )
-from comfyfleet.fleet.backend import Backend, Backoff, claim_while_claimable
+from comfyfleet.fleet.backend import Backend, Backoff, claim_while_claimable, claimable
 from comfyfleet.fleet.turn import Turn
 from comfyfleet.jobs import JobResult, JobSpec, Progress
 
@@ -179,6 +179,7 @@ class Agent:
         self._cancel: dict[str, asyncio.Event] = {}
         self._slots: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}  # by task id: running or delivering
+        self._claiming = asyncio.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -234,8 +235,14 @@ class Agent:
             await freed.wait()
 
     async def _claim(self) -> Lease | None:
+        """One slot at a time waits for work: a submit wakes one claim per backend, not one
+        per free slot (the others would only find nothing and ask the queue again)."""
         try:
-            return await claim_while_claimable(self.backend, self.source.claim(self.claim_wait))
+            async with self._claiming:
+                if not claimable(self.backend):
+                    return None
+                lease = claim_while_claimable(self.backend, self.source.claim(self.claim_wait))
+                return await lease
         except Exception:
             log.exception("claim on %s failed", self.backend.name)
             self.backend.mark_unhealthy("claim failed")

@@ -33,6 +33,9 @@ from comfyfleet.queue.base import Queue, Task
 
 log = logging.getLogger(__name__)
 
+# A local backend's finished prompts are removed from ComfyUI's history this many at a time.
+HISTORY_BATCH = 32
+
 
 def parse_backend(entry: str) -> tuple[str, str]:
     """``"name=http://host:port"`` or a bare URL (named ``host:port``)."""
@@ -176,7 +179,7 @@ class Fleet:
     def _local_agent(self, name: str, url: str) -> Agent:
         from comfyfleet.comfy.client import Client
 
-        client = Client(url)
+        client = Client(url, history_batch=HISTORY_BATCH)
         self._closers.append(client.close)
         folders = self.folders[name] = BackendFolders.for_backend(self.settings, name, url)
         runner = ComfyRunner(

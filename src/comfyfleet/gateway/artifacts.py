@@ -4,14 +4,19 @@ By default bytes go to ``<data_dir>/artifacts/<task_id>/<name>`` and are served 
 at the stable URL ``/api/v1/tasks/<task_id>/artifacts/<name>``; with a bucket configured they go
 to S3 (``outputs.s3.S3Sink``, keys ``<task_id>/<name>``) and that URL redirects there. Local
 agents get a per-task `Sink` from `sink`; remote agents upload through the agents route, which
-uses the same sink. Names are reduced to one safe path segment, so nothing a workflow or an
-agent names can escape the task's folder.
+uses the same sink. A local agent whose ComfyUI's output folder is on this host hands over the
+output file itself (`TaskSink.move`): renamed into the store in one step when both are on one
+filesystem, else copied by the kernel (``copy_file_range``/``sendfile``), never through Python.
+Names are reduced to one safe path segment, so nothing a workflow or an agent names can escape
+the task's folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import itertools
 import mimetypes
 import os
 import re
@@ -139,15 +144,62 @@ class ArtifactStore:
                     f"storing {name} failed: {exc}", task_id=task_id, path=str(folder / name)
                 ) from exc
             raise
-        return artifact.model_copy(
-            update={
-                "url": artifact_url(task_id, name),
-                "size": size,
-                "data": None,
-                "path": None,
-                "media_type": media_type_for(name, artifact.media_type),
-            }
-        )
+        return _stored(task_id, artifact, name, size)
+
+    async def _move_local(self, task_id: str, artifact: Artifact, source: Path) -> Artifact | None:
+        """Take ``source`` into the task's folder; None if it is not there."""
+        try:
+            moved = await asyncio.to_thread(_move_into, self.root / task_id, artifact, source)
+        except OSError as exc:
+            raise StorageError(
+                f"storing {artifact.filename} failed: {exc}", task_id=task_id, path=str(source)
+            ) from exc
+        if moved is None:
+            return None
+        name, size = moved
+        return _stored(task_id, artifact, name, size)
+
+
+def _stored(task_id: str, artifact: Artifact, name: str, size: int) -> Artifact:
+    return artifact.model_copy(
+        update={
+            "url": artifact_url(task_id, name),
+            "size": size,
+            "data": None,
+            "path": None,
+            "media_type": media_type_for(name, artifact.media_type),
+        }
+    )
+
+
+def _move_into(folder: Path, artifact: Artifact, source: Path) -> tuple[str, int] | None:
+    """One thread hop: reserve a name in ``folder``, then rename ``source`` onto it (or copy it
+    in the kernel across filesystems). None, leaving nothing behind, if ``source`` is gone."""
+    try:
+        size = source.stat().st_size
+    except FileNotFoundError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    name, handle = _create_unique(folder, artifact)
+    handle.close()
+    partial, final = folder / f".{name}.partial", folder / name
+    try:
+        try:
+            os.replace(source, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(source, partial)
+            os.replace(partial, final)
+    except FileNotFoundError:
+        _discard(folder, name)
+        return None
+    except BaseException:
+        _discard(folder, name)
+        raise
+    with contextlib.suppress(OSError):
+        partial.unlink(missing_ok=True)
+    return name, size
 
 
 class TaskSink:
@@ -156,6 +208,12 @@ class TaskSink:
     def __init__(self, owner: ArtifactStore, task_id: str) -> None:
         self.owner = owner
         self.task_id = task_id
+
+    async def move(self, artifact: Artifact, path: Path) -> Artifact | None:
+        """Take the output file at ``path`` (ComfyUI's, on this host) instead of its bytes."""
+        if self.owner.s3 is not None:
+            return None  # S3 streams it (`store`)
+        return await self.owner._move_local(self.task_id, artifact, path)
 
     async def store(self, artifact: Artifact, chunks: AsyncIterator[bytes]) -> Artifact:
         if self.owner.s3 is None:
@@ -178,9 +236,10 @@ def _create_unique(folder: Path, artifact: Artifact) -> tuple[str, BinaryIO]:
 
     The final name is reserved with an empty placeholder (O_EXCL) so concurrent stores of
     equally named outputs (two nodes writing ``ComfyUI_00001_.png``) get distinct names."""
-    base = safe_name(artifact.filename)
-    candidates = [base, f"{safe_name(artifact.node_id)}_{base}"]
-    candidates += [f"{safe_name(artifact.node_id)}_{n}_{base}" for n in range(2, 1000)]
+    base, node = safe_name(artifact.filename), safe_name(artifact.node_id)
+    candidates = itertools.chain(  # lazily: nearly always the first one is free
+        (base, f"{node}_{base}"), (f"{node}_{n}_{base}" for n in range(2, 1000))
+    )
     for name in candidates:
         try:
             fd = os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -14,3 +14,8 @@ class Sink(Protocol):
     async def store(self, artifact: Artifact, chunks: AsyncIterator[bytes]) -> Artifact:
         """Consume ``chunks`` (the artifact's bytes) and return where they went."""
         ...
+
+
+# A sink may also offer ``async def move(artifact, path) -> Artifact | None``: take the file
+# at ``path`` (on this host, ComfyUI's output) by moving it instead of reading its bytes;
+# None when it cannot (the file is not there), and the bytes are streamed to `store` instead.

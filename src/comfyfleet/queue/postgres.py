@@ -180,6 +180,8 @@ class PostgresQueue(SqlQueue):
             self._announce_work()
 
     def _changed(self, tasks: Collection[Task]) -> None:
+        for task in tasks:  # this replica's waiters need not wait for the NOTIFY
+            self._changes.fire(task.id, task)
         if any(task.status == "queued" for task in tasks):
             self._announce_work()
 

@@ -119,7 +119,7 @@ class SqliteQueue(SqlQueue):
 
     def _changed(self, tasks: Collection[Task]) -> None:
         for task in tasks:
-            self._changes.fire(task.id)
+            self._changes.fire(task.id, task)
             if task.status == "queued":
                 self._work.fire()
 

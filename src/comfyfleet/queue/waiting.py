@@ -16,15 +16,19 @@ from comfyfleet.queue.base import Queue, Task
 
 
 class Wakeup:
-    """A generation counter whose changes can be awaited (must be used on the loop thread)."""
+    """A generation counter whose changes can be awaited (must be used on the loop thread).
+    ``latest`` is the task as the last change committed it when this process made that change
+    (None after a change seen only as a notification): a waiter can use it without a read."""
 
-    __slots__ = ("_event", "generation")
+    __slots__ = ("_event", "generation", "latest")
 
     def __init__(self) -> None:
         self.generation = 0
+        self.latest: Task | None = None
         self._event = asyncio.Event()
 
-    def fire(self) -> None:
+    def fire(self, latest: Task | None = None) -> None:
+        self.latest = latest
         self.generation += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
@@ -66,10 +70,11 @@ class ChangeHub:
             else:
                 self._subs[task_id] = (wakeup, count - 1)
 
-    def fire(self, task_id: str) -> None:
+    def fire(self, task_id: str, task: Task | None = None) -> None:
+        """``task``: the task as this process's commit left it (saves the waiters a read)."""
         entry = self._subs.get(task_id)
         if entry:
-            entry[0].fire()
+            entry[0].fire(task)
 
     def fire_all(self) -> None:
         """After a lost connection: anything may have changed."""
@@ -142,17 +147,23 @@ class EventQueue(Queue):
         return await self._work.wait(self._work.generation, timeout)
 
     async def wait_finished(self, task_id: str, timeout: float) -> Task:
+        """Reads the task once, then only when a change was not made in this process: the
+        commit that finishes it here hands the finished task straight to the waiter."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         with self._changes.subscribe(task_id) as changed:
             await self._watching(task_id)
+            seen = changed.generation
+            task = await self.get(task_id)
             while True:
-                seen = changed.generation
-                task = await self.get(task_id)
                 remaining = give_up - loop.time()
                 if task.finished or remaining <= 0:
+                    if task.webhook_url and not task.deliveries:  # offered: none loaded
+                        task = await self.get(task_id)
                     return task
                 await changed.wait(seen, remaining)
+                seen, offered = changed.generation, changed.latest
+                task = offered if offered is not None else await self.get(task_id)
 
     async def watch(self, task_id: str, *, idle: float | None = None) -> AsyncIterator[Task]:
         with self._changes.subscribe(task_id) as changed:

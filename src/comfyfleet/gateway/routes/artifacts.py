@@ -3,10 +3,13 @@
 Local artifacts are served from the store with their media type; artifacts that went to S3
 redirect there (freshly presigned when presigning is configured, so this URL never expires).
 Artifacts are served inline but sandboxed: an SVG or HTML output must not run script on the
-gateway's origin, where the dashboard lives.
+gateway's origin, where the dashboard lives. A small file (most images) is answered in one
+read; a larger one streams (`FileResponse`: ranges, no whole file in memory).
 """
 
 from __future__ import annotations
+
+import os
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -17,6 +20,10 @@ from comfyfleet.gateway.deps import GatewayDep, Reader
 from comfyfleet.gateway.schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
+
+# Up to this size an artifact is read at once (a page-cache read is cheaper than the thread
+# hops of a streamed response); larger ones stream.
+SMALL_FILE = 256 * 1024
 
 SAFE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -42,6 +49,13 @@ async def get_artifact(task_id: str, name: str, gateway: GatewayDep, _: Reader) 
                 fresh = await gateway.artifacts.s3_url(task_id, name)
                 return RedirectResponse(fresh or url, status_code=307)
         raise
+    headers = {**SAFE_HEADERS, "Content-Disposition": f'inline; filename="{name}"'}
+    try:
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size <= SMALL_FILE:
+                return Response(f.read(), media_type=media_type_for(name), headers=headers)
+    except FileNotFoundError:  # purged meanwhile
+        raise NotFound("no such artifact", task_id=task_id, name=name) from None
     return FileResponse(
         path,
         media_type=media_type_for(name),

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from comfyfleet.gateway import sse
@@ -107,7 +107,10 @@ async def create_task(
     headers = {"Location": body.links["self"]}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(jsonable_encoder(body), status_code=code, headers=headers)
+    # (pydantic's own serializer: the same JSON as GET, without jsonable_encoder's walk)
+    return Response(
+        body.model_dump_json(), status_code=code, headers=headers, media_type="application/json"
+    )
 
 
 @router.get("", response_model=TaskPageOut, summary="List tasks, newest first")
