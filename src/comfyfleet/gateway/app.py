@@ -33,7 +33,10 @@ from comfyfleet.gateway.routes import (
     dashboard,
     health,
     metrics,
+    models,
+    task_actions,
     tasks,
+    templates,
 )
 from comfyfleet.gateway.schemas import body_schemas, fit_openapi
 from comfyfleet.gateway.state import DEMO_LABEL, Gateway, running_gateway
@@ -74,7 +77,18 @@ def create_app(
     app.state.keys = keys
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
-    for module in (tasks, artifacts, backends, health, metrics, dashboard, comfy_compat):
+    for module in (
+        tasks,
+        task_actions,
+        templates,
+        models,
+        artifacts,
+        backends,
+        health,
+        metrics,
+        dashboard,
+        comfy_compat,
+    ):
         app.include_router(module.router)
     if importlib.util.find_spec("comfyfleet.gateway.routes.agents") is not None:
         from comfyfleet.gateway.routes import agents
