@@ -254,6 +254,13 @@ class Settings(BaseSettings):
         description="Seconds before the first webhook retry; doubles per attempt (max 10 min).",
     )
     webhook_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("webhook_timeout"))
+    webhook_progress_interval: float = Field(
+        default=1.0,
+        ge=0,
+        validation_alias=_env("webhook_progress_interval"),
+        description="Seconds between two task.progress callbacks of one task (the latest "
+        "step of an interval is sent at its end).",
+    )
     database_schema: str = Field(
         default="comfyfleet",
         validation_alias=_env("database_schema"),

@@ -48,6 +48,9 @@ def status_event(task: Task, **extra: Any) -> dict[str, Any]:
     }
     if task.error is not None and task.status != "succeeded":
         event["error"] = task.error
+    payload = task.payload if isinstance(task.payload, dict) else {}
+    if task.status == "running" and task.webhook_url and payload.get("webhook_progress"):
+        event["progress_webhook"] = task.webhook_url  # the gateway's ProgressWebhooks
     event.update(extra)
     return event
 

@@ -43,12 +43,16 @@ class Submission:
     workflow_id: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        """What the queue stores: the spec, plus where it came from."""
-        return {
+        """What the queue stores: the spec, plus where it came from (and, when asked for,
+        that progress callbacks go to the webhook: the agents' status events carry it)."""
+        payload = {
             "spec": self.spec.model_dump(mode="json", exclude_none=True),
             "source": self.source,
             "workflow_id": self.workflow_id,
         }
+        if self.options.webhook_progress:
+            payload["webhook_progress"] = True
+        return payload
 
 
 def decode_json(body: bytes) -> Any:
@@ -92,6 +96,11 @@ def parse_submission(
         submission = Submission(spec, _options(native), "native")
     if submission.options.webhook is not None:
         check_webhook_url(submission.options.webhook)
+    elif submission.options.webhook_progress:
+        raise InvalidRequest(
+            "webhook_progress needs a webhook URL to send the progress to",
+            field="webhook_progress",
+        )
     check_urls(submission.spec, allow_private=allow_private_urls)
     if submission.spec.template is not None:
         check_template(submission.spec.template, templates_dir)

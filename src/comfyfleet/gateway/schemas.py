@@ -40,6 +40,11 @@ class TaskOptions(BaseModel):
         max_length=2048,
         description="http(s) URL POSTed (signed) when the task finishes.",
     )
+    webhook_progress: bool = Field(
+        default=False,
+        description="Also POST signed task.progress events to `webhook` while the task runs "
+        "(at most one per COMFYFLEET_WEBHOOK_PROGRESS_INTERVAL seconds; best effort).",
+    )
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,

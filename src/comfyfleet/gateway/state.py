@@ -23,7 +23,7 @@ from comfyfleet.fleet.manager import Fleet
 from comfyfleet.gateway.artifacts import ArtifactStore
 from comfyfleet.gateway.auth import KeyRing
 from comfyfleet.gateway.metrics import GatewayMetrics
-from comfyfleet.outputs.webhooks import WebhookDeliverer
+from comfyfleet.outputs.webhooks import ProgressWebhooks, WebhookDeliverer
 from comfyfleet.queue import Queue, open_queue
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,24 @@ class GatewayEvents(TaskEvents):
         super().__init__()
         self.metrics = metrics
         self.deliverer: WebhookDeliverer | None = None
+        self.progress_hooks: ProgressWebhooks | None = None
         self._started: dict[str, float] = {}
 
     def publish(self, task_id: str, event: Event) -> None:
         super().publish(task_id, event)
+        hooks = self.progress_hooks
+        if event.get("type") == "progress":
+            if hooks is not None:
+                hooks.offer(task_id, event)
+            return
         if event.get("type") != "status":
             return
+        if hooks is not None:
+            url = event.get("progress_webhook")
+            if url and event.get("status") == "running":
+                hooks.track(task_id, url)
+            elif event.get("status") != "running":
+                hooks.forget(task_id)
         if event.get("status") == "running":
             if len(self._started) >= _MAX_TRACKED:  # finished elsewhere (lease lost): forget
                 del self._started[next(iter(self._started))]
@@ -149,11 +161,22 @@ async def _running(settings: Settings, keys: KeyRing, demo: bool) -> AsyncIterat
         observer=lambda _d, ok, _e: metrics.webhooks.labels("ok" if ok else "error").inc(),
     )
     events.deliverer = deliverer
+    events.progress_hooks = ProgressWebhooks(
+        deliverer.secret,
+        interval=settings.webhook_progress_interval,
+        timeout=settings.webhook_timeout,
+        observer=lambda ok: metrics.webhooks.labels(
+            "progress_ok" if ok else "progress_error"
+        ).inc(),
+    )
     fleet = Fleet(settings, queue, sink_for=artifacts.sink, events=events)
     gateway = Gateway(settings, keys, queue, artifacts, metrics, events, fleet, deliverer, demo)
     try:
         await fleet.start()
         gateway.background.append(asyncio.create_task(deliverer.run(), name="webhooks"))
+        gateway.background.append(
+            asyncio.create_task(events.progress_hooks.run(), name="progress-webhooks")
+        )
         yield gateway
     finally:
         for task in gateway.background:

@@ -6,6 +6,9 @@ takes due rows (leased, so replicas do not double-send), POSTs them and records 
 the row, which is what ``GET /api/v1/tasks/{id}`` shows as ``webhook.deliveries``. Failures are
 retried with exponential backoff until ``max_attempts``.
 
+`ProgressWebhooks` sends the optional ``task.progress`` callbacks while a task runs: the same
+signature, rate-limited per task, best effort (not through the outbox).
+
 Signature: ``X-Comfyfleet-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
 over the exact body bytes, like Stripe's scheme; `verify` is the receiver's side.
 """
@@ -18,9 +21,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -175,3 +179,115 @@ class WebhookDeliverer:
             await self.queue.webhook_failed(delivery.id, error, retry_at)
         if self.observer is not None:
             self.observer(delivery, error is None, error)
+
+
+class ProgressWebhooks:
+    """Progress callbacks (``task.progress``) for tasks that asked for them, besides the final
+    webhook: signed like it, at most one per ``interval`` seconds per task (the latest step of
+    an interval is sent at its end, so the last step before a pause is never lost), sent
+    fire-and-forget from a bounded queue. A full queue drops the step, a failed POST is logged
+    and not retried: progress must never slow down, block or fail a run, and the final
+    webhook (durable, from the outbox) is what a receiver can rely on.
+
+    Call `track` when a task starts (``url`` is its webhook), `offer` for each step, `forget`
+    when it stops running; all three are synchronous and cheap (event-loop thread only)."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        interval: float = 1.0,
+        timeout: float = 5.0,
+        maxsize: int = 256,
+        concurrency: int = 4,
+        observer: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.secret = secret
+        self.interval = interval
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.observer = observer
+        self.dropped = 0
+        self._outbox: asyncio.Queue[tuple[str, str, dict[str, Any], int]] = asyncio.Queue(maxsize)
+        self._urls: dict[str, str] = {}
+        self._last_sent: dict[str, float] = {}
+        self._held: dict[str, dict[str, Any]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._seq: dict[str, int] = {}
+
+    def track(self, task_id: str, url: str) -> None:
+        self._urls[task_id] = url
+
+    def forget(self, task_id: str) -> None:
+        """The task stopped running: drop its held step (the final webhook follows)."""
+        self._urls.pop(task_id, None)
+        self._last_sent.pop(task_id, None)
+        self._held.pop(task_id, None)
+        self._seq.pop(task_id, None)
+        timer = self._timers.pop(task_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def offer(self, task_id: str, progress: dict[str, Any]) -> None:
+        if task_id not in self._urls:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_sent.get(task_id, -math.inf) + self.interval - loop.time()
+        if wait <= 0:
+            self._send(task_id, progress)
+            return
+        self._held[task_id] = progress  # only the latest step of an interval is sent
+        if task_id not in self._timers:
+            self._timers[task_id] = loop.call_later(wait, self._flush, task_id)
+
+    def _flush(self, task_id: str) -> None:
+        self._timers.pop(task_id, None)
+        progress = self._held.pop(task_id, None)
+        if progress is not None and task_id in self._urls:
+            self._send(task_id, progress)
+
+    def _send(self, task_id: str, progress: dict[str, Any]) -> None:
+        self._last_sent[task_id] = asyncio.get_running_loop().time()
+        seq = self._seq[task_id] = self._seq.get(task_id, 0) + 1
+        step = {k: v for k, v in progress.items() if k not in ("type", "task_id")}
+        try:
+            self._outbox.put_nowait((self._urls[task_id], task_id, step, seq))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        """POST queued steps until cancelled (``concurrency`` at a time)."""
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            await asyncio.gather(*(self._worker(client) for _ in range(self.concurrency)))
+
+    async def _worker(self, client: httpx.AsyncClient) -> None:
+        while True:
+            url, task_id, step, seq = await self._outbox.get()
+            body = encode(
+                {
+                    "event": "task.progress",
+                    "id": task_id,
+                    "seq": seq,
+                    "progress": step,
+                    "sent_at": datetime.now(UTC).isoformat(),
+                }
+            )
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": f"comfyfleet/{__version__}",
+                SIGNATURE_HEADER: sign(self.secret, body),
+                DELIVERY_HEADER: f"{task_id}:progress:{seq}",
+                EVENT_HEADER: "task.progress",
+            }
+            ok = False
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                ok = response.is_success
+                if not ok:
+                    log.info("progress webhook for %s: HTTP %d", task_id, response.status_code)
+            except httpx.HTTPError as exc:
+                log.info("progress webhook for %s: %s", task_id, type(exc).__name__)
+            except Exception:  # never let one bad step stop the sender
+                log.exception("progress webhook for %s", task_id)
+            if self.observer is not None:
+                self.observer(ok)
