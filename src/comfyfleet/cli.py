@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "comfyfleet.client.task_commands",
     "comfyfleet.models.commands",
     "comfyfleet.runtime.commands",
+    "comfyfleet.runtime.provision_commands",
     "comfyfleet.fleet.commands",
     "comfyfleet.gateway.commands",
 ]
@@ -46,6 +47,7 @@ COMMAND_OWNERS: dict[str, str] = {
     "paths": "comfyfleet.models.commands",
     "models": "comfyfleet.models.commands",
     "health": "comfyfleet.runtime.commands",
+    "provision": "comfyfleet.runtime.provision_commands",
     "agent": "comfyfleet.fleet.commands",
     "serve": "comfyfleet.gateway.commands",
 }

@@ -299,13 +299,81 @@ class Settings(BaseSettings):
     warmup_workflow: Path | None = Field(default=None, validation_alias=_env("warmup_workflow"))
     warmup_timeout: float = Field(default=900.0, validation_alias=_env("warmup_timeout"))
 
+    # --- provisioning: ComfyUI / SwarmUI installed onto the volume (runtime/provision*.py) ---
+    provision: Literal["off", "auto"] = Field(
+        default="off",
+        validation_alias=_env("provision"),
+        description="auto: `comfyfleet worker` (and the image's entrypoint) installs ComfyUI "
+        "onto the volume when it lacks it or its pinned versions changed; off: use COMFYUI_DIR.",
+    )
+    provision_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("provision_dir"),
+        description="Where `comfyfleet provision` installs (ComfyUI/, venv/, SwarmUI/); default: "
+        "the first volume base that exists.",
+    )
+    comfyui_repo: str = Field(
+        default="https://github.com/comfyanonymous/ComfyUI", validation_alias=_env("comfyui_repo")
+    )
+    comfyui_ref: str = Field(default="v0.8.0", validation_alias=_env("comfyui_ref"))
+    comfyui_commit: str | None = Field(
+        default=None,
+        validation_alias=_env("comfyui_commit"),
+        description="Commit the ref must resolve to (default: v0.8.0's, when the ref is v0.8.0).",
+    )
+    custom_nodes: StrList = Field(
+        default_factory=list,
+        validation_alias=_env("custom_nodes"),
+        description="Custom nodes to install: URL@REF entries (comma-separated or a JSON list).",
+    )
+    custom_nodes_file: Path | None = Field(
+        default=None,
+        validation_alias=_env("custom_nodes_file"),
+        description="More custom nodes, in docker/custom_nodes.txt's form (name url ref [reqs]).",
+    )
+    pip_index_url: str | None = Field(default=None, validation_alias=_env("pip_index_url"))
+    pip_extra_index_urls: StrList = Field(
+        default_factory=list, validation_alias=_env("pip_extra_index_urls")
+    )
+    pip_find_links: StrList = Field(default_factory=list, validation_alias=_env("pip_find_links"))
+    pip_no_index: bool = Field(default=False, validation_alias=_env("pip_no_index"))
+    swarmui: bool = Field(
+        default=False,
+        validation_alias=_env("swarmui"),
+        description="Install SwarmUI onto the volume too, and have the worker launch it.",
+    )
+    swarmui_repo: str = Field(
+        default="https://github.com/mcmonkeyprojects/SwarmUI", validation_alias=_env("swarmui_repo")
+    )
+    swarmui_ref: str = Field(default="0.9.7-Beta", validation_alias=_env("swarmui_ref"))
+    swarmui_build: str = Field(
+        default="dotnet build src/SwarmUI.csproj --configuration Release -o ./src/bin/live_release",
+        validation_alias=_env("swarmui_build"),
+        description="SwarmUI's build step, run in its checkout after each install or upgrade.",
+    )
+    swarmui_launch: str = Field(
+        default="./launch-linux.sh --launch_mode none --host {host} --port {port}",
+        validation_alias=_env("swarmui_launch"),
+    )
+    swarmui_port: int = Field(default=7801, validation_alias=_env("swarmui_port"))
+    swarmui_ready_timeout: float = Field(
+        default=600.0, validation_alias=_env("swarmui_ready_timeout")
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", validation_alias=_env("log_level"))
     log_json: bool = Field(default=False, validation_alias=_env("log_json"))
 
-    _lists = field_validator("backends", "api_keys", "model_roots", "volume_bases", mode="before")(
-        split_list
-    )
+    _lists = field_validator(
+        "backends",
+        "api_keys",
+        "model_roots",
+        "volume_bases",
+        "custom_nodes",
+        "pip_extra_index_urls",
+        "pip_find_links",
+        mode="before",
+    )(split_list)
 
     def __init__(self, **values: Any) -> None:
         """As pydantic-settings reads it, but a bad value raises `SettingsError`: one line

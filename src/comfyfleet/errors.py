@@ -33,6 +33,7 @@ whether a queue may ``retryable``-retry it on another backend, and structured ``
     │   ├── ModelDownloadError        502  download failed (retryable)
     │   └── ChecksumMismatch          502  downloaded bytes do not match sha256/size
     ├── QueueError                    500  queue engine failure
+    ├── ProvisionError                500  installing ComfyUI/SwarmUI onto the volume failed
     └── SettingsError                 500  an environment variable or setting is invalid
 """
 
@@ -278,6 +279,16 @@ class QueueError(ComfyFleetError):
     """The job queue failed."""
 
     code = "queue_error"
+    status = 500
+
+
+class ProvisionError(ComfyFleetError):
+    """Installing ComfyUI (or SwarmUI) onto the volume failed.
+
+    ``details`` name the ``step`` and keep the ``tail`` of its output; a re-run resumes at it.
+    """
+
+    code = "provision_failed"
     status = 500
 
 

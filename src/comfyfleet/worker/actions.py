@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,19 @@ import aiohttp
 
 from comfyfleet.comfy.supervisor import Supervisor
 from comfyfleet.config import Settings
+from comfyfleet.errors import ServiceUnavailable
+from comfyfleet.runtime.swarmui import SwarmProcess
 from comfyfleet.runtime.warmup import WarmupState
 from comfyfleet.worker import resources
 from comfyfleet.worker.formats import Action, Health, KeepAlive, Ready, Shutdown, SwarmApi
 
 log = logging.getLogger(__name__)
+
+
+def _launched_swarm() -> SwarmProcess | None:
+    from comfyfleet.worker.launch import launched_swarm
+
+    return launched_swarm()
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Context:
     supervisor: Supervisor | None
     scratch_dirs: list[Path]
     warmup: WarmupState | None = None
+    swarm: SwarmProcess | None = field(default_factory=_launched_swarm)  # ours to wait for
 
 
 async def run(action: Action, ctx: Context) -> dict[str, Any]:
@@ -42,6 +51,8 @@ async def run(action: Action, ctx: Context) -> dict[str, Any]:
         case Ready():
             return await ready(ctx)
         case SwarmApi():
+            if ctx.swarm is not None and (waited := await _swarm_started(ctx)) is not None:
+                return waited
             return await swarm_api(action, ctx.settings)
         case KeepAlive():
             return await keepalive(action, ctx)
@@ -88,6 +99,8 @@ async def health(ctx: Context) -> dict[str, Any]:
         try:
             await _swarm_call(ctx.settings.swarm_url, "GET", "/", None, 5.0, raw=True)
             out["swarm"] = {"url": ctx.settings.swarm_url, "reachable": True}
+            if ctx.swarm is not None:
+                out["swarm"] |= ctx.swarm.describe()
         except SwarmError as exc:
             out["swarm"] = {"url": ctx.settings.swarm_url, "reachable": False, "error": str(exc)}
             out["healthy"] = False
@@ -112,6 +125,8 @@ async def ready(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {"success": True, "ready": True, "status": "ready", "comfy": comfy}
     if warm is not None:
         out["warmup"] = warm.to_dict()
+    if ctx.swarm is not None and (waited := await _swarm_started(ctx)) is not None:
+        return waited | {"ready": False, "comfy": comfy}
     if ctx.settings.swarm_url:
         try:
             session = await _swarm_call(
@@ -124,6 +139,17 @@ async def ready(ctx: Context) -> dict[str, Any]:
         out["session_id"] = session["session_id"]
         out["version"] = session.get("version")
     return out
+
+
+async def _swarm_started(ctx: Context) -> dict[str, Any] | None:
+    """Wait for the SwarmUI this worker launched to answer (its supervisor polls it with
+    backoff); a failure answer if it does not, None once it does."""
+    assert ctx.swarm is not None
+    try:
+        await ctx.swarm.wait_ready()
+    except ServiceUnavailable as exc:
+        return _fail(f"SwarmUI is not ready: {exc}", swarm=ctx.swarm.describe())
+    return None
 
 
 class SwarmError(Exception):

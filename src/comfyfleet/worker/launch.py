@@ -16,7 +16,7 @@ import atexit
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +24,8 @@ from comfyfleet.envforms import LIST_FORM, split_list
 
 if TYPE_CHECKING:
     from comfyfleet.comfy.supervisor import Supervisor
+    from comfyfleet.runtime.provision_config import ProvisionConfig
+    from comfyfleet.runtime.swarmui import SwarmProcess
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
@@ -109,6 +111,7 @@ def _bool(text: str) -> bool:
 class Launched:
     settings: LaunchSettings
     supervisor: Supervisor | None  # None: ComfyUI is not ours to launch (COMFYUI_URL only)
+    swarm: SwarmProcess | None = None  # SwarmUI installed on the volume and launched by us
 
 
 _launched: Launched | None = None
@@ -123,11 +126,78 @@ def launch() -> Launched:
 
         early = LaunchSettings.from_env()
         logs.configure(early.log_level, json_lines=early.log_json)
+        provisioned = provision_volume()
+        if provisioned is not None:
+            early = replace(
+                early, comfy_dir=provisioned.comfy_dir, comfy_python=str(provisioned.venv_python)
+            )
         supervisor = start_comfy(early)
         if supervisor is not None:  # also when the command line turns out to be wrong
             atexit.register(supervisor.stop)
-        _launched = Launched(early, supervisor)
+        swarm = start_swarm(provisioned) if provisioned is not None else None
+        if swarm is not None:
+            atexit.register(swarm.stop)
+        _launched = Launched(early, supervisor, swarm)
     return _launched
+
+
+def launched_swarm() -> SwarmProcess | None:
+    """The SwarmUI this process launched, if any (for the worker's actions)."""
+    return _launched.swarm if _launched is not None else None
+
+
+def provision_volume(environ: Mapping[str, str] | None = None) -> ProvisionConfig | None:
+    """With ``COMFYFLEET_PROVISION=auto``: make sure ComfyUI (and SwarmUI) are installed on the
+    volume — a warm volume costs one small file read — and point this process's settings at
+    them (COMFYUI_DIR, COMFYFLEET_COMFY_PYTHON, SWARMUI_URL, which the provisioned copy
+    overrides). None when provisioning is off. A failed install logs one line and exits 1: the
+    next start resumes at the step that failed. Raises ValueError on a bad setting."""
+    env = os.environ if environ is None else environ
+    mode = next((v for k, v in env.items() if k.lower() == "comfyfleet_provision"), "off")
+    if mode.strip().lower() != "auto":
+        if mode.strip().lower() not in ("off", ""):
+            raise ValueError(f"COMFYFLEET_PROVISION={mode!r}: expected off or auto")
+        return None
+    import logging
+
+    from comfyfleet.errors import ProvisionError
+    from comfyfleet.runtime import provision
+    from comfyfleet.runtime.provision_config import ProvisionConfig
+
+    config = ProvisionConfig.from_env(env)
+    try:
+        result = provision.ensure(config)
+    except ProvisionError as exc:
+        logging.getLogger("comfyfleet.provision").error("provisioning failed: %s", exc)
+        raise SystemExit(1) from None
+    logging.getLogger("comfyfleet.provision").info(
+        "volume provisioned" if not result.warm else "volume is provisioned; starting warm",
+        extra={"root": str(config.root), "seconds": round(result.seconds, 3)},
+    )
+    if environ is None:
+        os.environ["COMFYFLEET_COMFY_DIR"] = str(config.comfy_dir)
+        os.environ["COMFYFLEET_COMFY_PYTHON"] = str(config.venv_python)
+        if config.swarm is not None:
+            os.environ["COMFYFLEET_SWARM_URL"] = f"http://127.0.0.1:{config.swarm.port}"
+    return config
+
+
+def start_swarm(config: ProvisionConfig) -> SwarmProcess | None:
+    """Launch the provisioned SwarmUI, supervised from a background thread."""
+    if config.swarm is None:
+        return None
+    from comfyfleet.runtime.swarmui import SwarmProcess
+
+    timeout = float(os.environ.get("COMFYFLEET_SWARMUI_READY_TIMEOUT", "600"))
+    swarm = SwarmProcess(
+        config.swarm_dir,
+        config.swarm.launch,
+        port=config.swarm.port,
+        log_file=config.state_dir.parent / "logs" / "swarmui.log",
+        ready_timeout=timeout,
+    )
+    swarm.start()
+    return swarm
 
 
 def start_comfy(launch: LaunchSettings) -> Supervisor | None:
