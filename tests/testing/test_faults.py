@@ -152,10 +152,13 @@ async def test_history_response_delay(server, session):
     async with session.get(server.url + "/api/history?max_items=1") as resp:
         assert await resp.json() == {}
     assert time.monotonic() - t0 >= 0.95
-    t0 = time.monotonic()
-    async with session.get(server.url + "/queue") as resp:  # other routes are not delayed
+    # Other routes are not delayed: /queue answers while a delayed /history is still pending.
+    server.faults.history_response_delay = 3.0
+    pending = asyncio.create_task(history(session, server, "nope"))
+    async with session.get(server.url + "/queue") as resp:
         assert resp.status == 200
-    assert time.monotonic() - t0 < 0.45
+    assert not pending.done()
+    assert await pending == {}
 
 
 async def test_fail_class_and_node(server, session):
@@ -207,12 +210,14 @@ async def test_node_delay(server, session):
     pid = await submit(session, server, w_invert(4))  # three nodes execute
     await ws.wait_done(pid, mark)
     assert time.monotonic() - t0 >= 0.9
+    assert server.faults.nodes_delayed == 3
     server.faults.update(node_delay_classes=["ImageInvert"])
     mark = ws.mark()
     t0 = time.monotonic()
     pid = await submit(session, server, w_invert(5))
     await ws.wait_done(pid, mark)
-    assert 0.3 <= time.monotonic() - t0 < 0.85
+    assert time.monotonic() - t0 >= 0.3
+    assert server.faults.nodes_delayed == 4  # only the ImageInvert node waited
     await ws.close()
 
 
@@ -253,15 +258,13 @@ async def test_job_seconds(tmp_path, session):
             cached = next(m for m in ws.messages[mark:end] if m["type"] == "execution_cached")
             assert cached["data"]["nodes"] == []
         # interruptible within the padding, like sampler steps
-        server.faults.job_seconds = 5.0
+        server.faults.job_seconds = 600.0  # only an interrupt ends it within wait_done's 20 s
         mark = ws.mark()
         pid = await submit(session, server, w1(8))
         await ws.wait_for(lambda m: m["type"] == "executing", mark)
-        t0 = time.monotonic()
         async with session.post(server.url + "/interrupt", json={}) as resp:
             assert resp.status == 200
         end = await ws.wait_done(pid, mark)
-        assert time.monotonic() - t0 < 1.0
         assert any(m["type"] == "execution_interrupted" for m in ws.messages[mark:end])
         await ws.close()
 

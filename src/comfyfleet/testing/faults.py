@@ -103,6 +103,7 @@ class Faults:
             object.__setattr__(self, "ws_drops", 0)
             object.__setattr__(self, "ws_refusals", 0)
             object.__setattr__(self, "failures_injected", 0)
+            object.__setattr__(self, "nodes_delayed", 0)
 
     # -- setting ----------------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ class Faults:
                 "ws_drops": self.ws_drops,
                 "ws_refusals": self.ws_refusals,
                 "failures_injected": self.failures_injected,
+                "nodes_delayed": self.nodes_delayed,
             }
             return out
 
@@ -183,6 +185,7 @@ class Faults:
                 return 0.0
             if self.node_delay_classes is not None and class_type not in self.node_delay_classes:
                 return 0.0
+            object.__setattr__(self, "nodes_delayed", self.nodes_delayed + 1)
             return self.node_delay
 
     def failure_for(self, node_id: str, class_type: str) -> BaseException | None:
