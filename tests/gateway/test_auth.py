@@ -82,7 +82,7 @@ async def test_missing_or_unknown_token_is_401(gateway: Served, header: str) -> 
 
 async def test_probes_and_dashboard_need_no_token(gateway: Served) -> None:
     async with gateway.client() as http:
-        for path in ("/healthz", "/readyz", "/", "/static/dashboard.js", "/openapi.json"):
+        for path in ("/healthz", "/readyz", "/", "/static/app.js", "/openapi.json"):
             assert (await http.get(path)).status_code == 200, path
 
 

@@ -85,6 +85,14 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("priority too high", {"workflow": WORKFLOW, "priority": 101}, 400, "invalid_request"),
     ("priority not a number", {"workflow": WORKFLOW, "priority": "high"}, 400, "invalid_request"),
     ("negative timeout", {"workflow": WORKFLOW, "timeout": -1}, 400, "invalid_request"),
+    # A deadline the queue cannot store (the fuzzer's 1e300 made a later claim fail with 500).
+    ("timeout beyond 30 days", {"workflow": WORKFLOW, "timeout": 1e300}, 400, "invalid_request"),
+    (
+        "runpod executionTimeout beyond 30 days",
+        {"input": {"workflow": WORKFLOW}, "policy": {"executionTimeout": 10**18}},
+        400,
+        "invalid_request",
+    ),
     ("max_attempts zero", {"workflow": WORKFLOW, "max_attempts": 0}, 400, "invalid_request"),
     ("unknown template", {"template": "landscape"}, 404, "template_not_found"),
     ("template path escape", {"template": "../secrets"}, 404, "template_not_found"),

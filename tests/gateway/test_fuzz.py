@@ -153,11 +153,14 @@ def test_no_server_errors_and_no_undocumented_statuses(served: Any) -> None:
     assert operations >= 18  # every route is in the schema, so every route is fuzzed
     assert sent[0] >= 10 * operations  # the fuzzer really generated requests
     # The names it claimed with are agents for a while, then forgotten: no phantom workers.
+    # (One whose claim got a fuzzed task holds its lease until that expires, and stays.)
     remotes = gateway.app.state.gateway.fleet.remotes
-    assert len(remotes) > 0
+    claimed = len(remotes)
+    assert claimed > 0
     remotes.clock = lambda: time.monotonic() + remotes.expire_after + 1
     listed = httpx.get(f"{gateway.url}/api/v1/metrics", headers=headers or {}, timeout=30).json()
-    assert listed["workers"]["total_workers"] == 0 and listed["backends"] == []
-    assert listed["expired_agents"]["agents"] > 0
+    assert all(backend["running"] for backend in listed["backends"]), listed["backends"]
+    assert listed["workers"]["total_workers"] == len(listed["backends"]) < claimed
+    assert listed["expired_agents"]["agents"] == claimed - len(listed["backends"])
     if failures:
         pytest.fail(f"{len(failures)} failures:\n" + "\n\n".join(failures), pytrace=False)

@@ -102,6 +102,7 @@ def parse_submission(
             field="webhook_progress",
         )
     check_urls(submission.spec, allow_private=allow_private_urls)
+    check_timeout(submission.spec)
     if submission.spec.template is not None:
         check_template(submission.spec.template, templates_dir)
     elif catalogues:
@@ -207,6 +208,19 @@ def check_urls(spec: JobSpec, *, allow_private: bool) -> None:
             check_url(source, field=f"images[{index}].image", allow_private=allow_private)
     for index, model in enumerate(spec.models):
         check_url(model.url, field=f"models[{index}].url", allow_private=allow_private)
+
+
+MAX_TIMEOUT = 30 * 86400.0  # seconds; a deadline must be a date the queue can store
+
+
+def check_timeout(spec: JobSpec) -> None:
+    """A task's deadline (``timeout``, seed 004's ``timeout``, RunPod's
+    ``policy.executionTimeout``) of at most `MAX_TIMEOUT` seconds."""
+    if spec.timeout is not None and spec.timeout > MAX_TIMEOUT:
+        raise InvalidRequest(
+            f"timeout must be at most {MAX_TIMEOUT:.0f} seconds (30 days), got {spec.timeout:g}",
+            field="timeout",
+        )
 
 
 def check_webhook_url(url: str) -> None:
