@@ -3,15 +3,9 @@
 A UI workflow stores each node's widget values as a positional list (``widgets_values``) and its
 wiring as a separate ``links`` table. Converting it means re-deriving, from the node catalogue
 (``object_info``), which widgets the frontend built for each class and in which order, the way
-the frontend's own "Export (API)" does:
+the frontend's own "Export (API)" does (`widgets`: controls after seeds, upload buttons, V3
+dynamic combos, previews of the frontend's own), then:
 
-* widgets follow the class's inputs (required, then optional, in ``input_order``); an input is a
-  widget when its type is INT/FLOAT/STRING/BOOLEAN/a combo and it is not ``forceInput``;
-* an INT named ``seed``/``noise_seed``, or any widget flagged ``control_after_generate``, is
-  followed by a "control after generate" value ("randomize", "fixed", ...) that is dropped;
-* file combos (``image_upload``, ...) may be followed by an upload-button value, dropped;
-* a few classes get widgets of the frontend's own after theirs (`FRONTEND_ONLY_WIDGETS`:
-  previews, players), whose trailing values are dropped;
 * links become ``[str(origin_id), origin_slot]``; links through a ``Reroute`` are followed to
   their source; a link from a ``PrimitiveNode`` is dropped (its value is already the target's
   widget value); a link from a bypassed node (mode 4) is re-routed to the bypassed node's input
@@ -34,14 +28,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from comfyfleet.errors import WorkflowFormatError
-from comfyfleet.workflow.nodeinfo import (
-    Graph,
-    InputSpec,
-    ObjectInfo,
-    class_info,
-    input_specs,
-    node_sort_key,
+from comfyfleet.workflow.nodeinfo import Graph, ObjectInfo, class_info, node_sort_key
+from comfyfleet.workflow.widgets import (
+    FRONTEND_ONLY_WIDGETS,
+    LayoutError,
+    read_named,
+    read_positional,
+    widget_slots,
 )
+
+__all__ = [
+    "EXPORT_HELP",
+    "FRONTEND_ONLY_WIDGETS",
+    "UI_FORMAT_MESSAGE",
+    "is_ui_workflow",
+    "ui_to_api",
+    "widget_slots",
+]
 
 EXPORT_HELP = (
     "export it in API format instead: in ComfyUI's current frontend use "
@@ -56,53 +59,10 @@ UI_FORMAT_MESSAGE = (
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 MUTED, BYPASSED = 2, 4
 
-# Widgets the frontend appends to these classes of its own (previews, players, recorders): so
-# many trailing ``widgets_values`` entries carry no input (checked against the official
-# templates saved with ``widgets_values_named``).
-FRONTEND_ONLY_WIDGETS = {
-    "PreviewAny": 3,  # the markdown/plain-text preview
-    "SaveGLB": 1,  # the 3D preview's image
-    "Preview3D": 1,
-    "LoadAudio": 1,  # the audio player
-    "RecordAudio": 2,  # the recorder
-    "GetImageSize": 1,  # the size display
-}
-
-_CONTROL = "<control_after_generate>"
-_UPLOAD = "<upload>"
-
 
 def is_ui_workflow(data: Any) -> bool:
     """True for a UI-format workflow: a top-level ``nodes`` list (API graphs are id-keyed)."""
     return isinstance(data, Mapping) and isinstance(data.get("nodes"), list)
-
-
-def widget_slots(info: Mapping[str, Any]) -> tuple[list[str], int]:
-    """The names behind each ``widgets_values`` position, and how many trailing ones may be
-    absent (upload buttons). Control and upload positions carry placeholder names."""
-    slots: list[str] = []
-    for spec in input_specs(info).values():
-        if spec.is_dynamic:
-            raise _unfaithful(f"class {info.get('name')!r} has dynamic inputs")
-        if not spec.is_widget:
-            continue
-        slots.append(spec.name)
-        if _has_control(spec):
-            slots.append(_CONTROL)
-        if spec.is_upload:
-            slots.append(_UPLOAD)
-    optional_tail = 0
-    for name in reversed(slots):
-        if name != _UPLOAD:
-            break
-        optional_tail += 1
-    return slots, optional_tail
-
-
-def _has_control(spec: InputSpec) -> bool:
-    if spec.type == "INT" and spec.name in ("seed", "noise_seed"):
-        return True
-    return bool(spec.options.get("control_after_generate"))
 
 
 def _unfaithful(reason: str, **details: Any) -> WorkflowFormatError:
@@ -189,36 +149,35 @@ class _Converter:
             )
 
     def _widget_values(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
-        values = _by_slot(self._positional(node, info))
-        values.update(node.get("_overrides") or {})  # a subgraph instance's promoted values
-        return values
+        values = self._positional(node, info)
+        # A subgraph instance's promoted values, for widgets this class has (a proxy may also
+        # show a widget of the frontend's own, such as a seed's control).
+        known = set(values) | set(widget_slots(info)[0])
+        overrides = node.get("_overrides") or {}
+        values.update({k: v for k, v in overrides.items() if k in known})
+        return _by_slot(values)
 
     def _positional(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
-        slots, optional_tail = widget_slots(info)
         named = node.get("widgets_values_named")
-        if isinstance(named, Mapping):  # by name: frontend-only widgets simply do not match
-            return {name: named[name] for name in slots if name in named}
         values = node.get("widgets_values")
-        if values is None:
-            values = []
-        if isinstance(values, Mapping):  # some nodes save widgets by name
-            return {name: values[name] for name in slots if name in values}
-        if not isinstance(values, list):
-            raise _unfaithful(f"node {node['id']} has unreadable widgets_values")
-        extra = FRONTEND_ONLY_WIDGETS.get(node["type"], 0)
-        if not len(slots) - optional_tail <= len(values) <= len(slots) + extra:
+        if not isinstance(named, Mapping) and isinstance(values, Mapping):
+            named = values  # some nodes save their widgets by name
+        try:
+            if isinstance(named, Mapping):  # by name: frontend-only widgets simply do not match
+                return read_named(info, named)
+            if values is None:
+                values = []
+            if not isinstance(values, list):
+                raise LayoutError("has unreadable widgets_values")
+            return read_positional(info, values)
+        except LayoutError as exc:
             raise _unfaithful(
-                f"node {node['id']} ({node['type']}) has {len(values)} widget values but this "
-                f"ComfyUI's {node['type']} has {len(slots)} widgets; the workflow was saved with a "
+                f"node {node['id']} ({node['type']}) {exc}; the workflow was saved with a "
                 "different version of the node",
                 node_id=str(node["id"]),
                 class_type=node["type"],
-            )
-        return {
-            name: value
-            for name, value in zip(slots, values, strict=False)
-            if name not in (_CONTROL, _UPLOAD)
-        }
+                input_name=exc.input_name,
+            ) from None
 
     def _resolve(self, link_id: int, want_type: str | None) -> tuple[int, int] | None:
         """Follow a link to the node that really produces the value (frontend semantics)."""

@@ -1,0 +1,158 @@
+"""Which saved widget value belongs to which input: the frontend's widget layout of a class.
+
+A UI-format node saves its widgets' values positionally (``widgets_values``), one per widget
+the frontend built, and the frontend builds more widgets than the class has inputs. Rebuilding
+that list from the catalogue (``object_info``), as the frontend does when it creates a node:
+
+* widgets follow the class's inputs (required, then optional, in ``input_order``); an input is a
+  widget when its type is INT/FLOAT/STRING/BOOLEAN/a combo and it is not ``forceInput``;
+* an INT asking for ``control_after_generate`` (or saying nothing and named ``seed`` or
+  ``noise_seed``), or a combo asking for it, is followed by its control ("randomize",
+  "fixed", ...), a value of the frontend's own;
+* a file combo with an upload flag (``image_upload``, ``audio_upload``, ...) or a remote list
+  is followed by its button's value, which older saves leave out at the end;
+* a V3 dynamic combo (``COMFY_DYNAMICCOMBO_V3``) is followed by the widgets of the option its
+  value selects, named ``<combo>.<input>``; a V3 autogrow group adds sockets only
+  (``<group>.<prefix><n>``), which arrive as links;
+* some classes get widgets of the frontend's own after theirs (`FRONTEND_ONLY_WIDGETS`:
+  previews, players, recorders), whose trailing values carry no input.
+
+A node saved with ``widgets_values_named`` (or a dict of values) is read by name instead, so
+none of the frontend's own widgets can shift anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.workflow.nodeinfo import InputSpec, input_specs
+
+AUTOGROW, DYNAMIC_COMBO = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3"
+
+# Widgets the frontend appends to these classes of its own (previews, players, recorders): so
+# many trailing ``widgets_values`` entries carry no input (checked against the official
+# templates saved with ``widgets_values_named``).
+FRONTEND_ONLY_WIDGETS = {
+    "PreviewAny": 3,  # the markdown/plain-text preview
+    "SaveGLB": 1,  # the 3D preview's image
+    "Preview3D": 1,
+    "LoadAudio": 1,  # the audio player
+    "RecordAudio": 2,  # the recorder
+    "GetImageSize": 1,  # the size display
+}
+
+CONTROL = "<control_after_generate>"
+UPLOAD = "<upload>"
+_MISSING = object()
+
+
+class LayoutError(ValueError):
+    """The saved values cannot be laid onto this class's widgets (the message says why)."""
+
+    def __init__(self, message: str, input_name: str | None = None) -> None:
+        super().__init__(message)
+        self.input_name = input_name
+
+
+def has_control(spec: InputSpec) -> bool:
+    """The frontend's rule for a "control after generate" widget after this one."""
+    flag = spec.options.get("control_after_generate")
+    if spec.type == "INT":
+        return bool(flag) if flag is not None else spec.name in ("seed", "noise_seed")
+    return spec.is_combo and bool(flag)
+
+
+@dataclass
+class _Walk:
+    """One pass over a class's widgets; ``value_of(name, position)`` reads a saved value."""
+
+    value_of: Callable[[str, int], Any]
+    values: dict[str, Any]
+    slots: list[str]
+
+    def run(self, specs: Sequence[InputSpec], prefix: str = "") -> None:
+        for spec in specs:
+            name = prefix + spec.name
+            if spec.type == AUTOGROW:
+                _check_autogrow(spec, name)
+            elif spec.type == DYNAMIC_COMBO:
+                value = self._take(name)
+                self.run(_option_specs(spec, name, value), prefix=f"{name}.")
+            elif spec.is_dynamic:
+                raise LayoutError(f"input {name!r} is a {spec.type} this converter does not know")
+            elif spec.is_widget:
+                self._take(name)
+                if has_control(spec):
+                    self.slots.append(CONTROL)
+                if spec.is_upload:
+                    self.slots.append(UPLOAD)
+
+    def _take(self, name: str) -> Any:
+        value = self.value_of(name, len(self.slots))
+        self.slots.append(name)
+        if value is not _MISSING:
+            self.values[name] = value
+        return value
+
+
+def _check_autogrow(spec: InputSpec, name: str) -> None:
+    template = (spec.options.get("template") or {}).get("input") or {}
+    for group in template.values():
+        for sub in input_specs({"input": {"required": group}}).values():
+            if sub.is_widget or sub.is_dynamic:
+                raise LayoutError(
+                    f"input {name!r} grows widgets ({sub.name!r}) whose number the saved "
+                    "values do not tell",
+                    name,
+                )
+
+
+def _option_specs(spec: InputSpec, name: str, value: Any) -> list[InputSpec]:
+    """The inputs the dynamic combo's chosen option adds (the default option's when unsaved)."""
+    options = [o for o in spec.options.get("options") or [] if isinstance(o, Mapping)]
+    if value is _MISSING:
+        value = spec.options.get("default", options[0].get("key") if options else None)
+    chosen = next((o for o in options if o.get("key") == value), None)
+    if chosen is None:
+        keys = [o.get("key") for o in options]
+        raise LayoutError(f"input {name!r} is {value!r}, which is none of {keys}", name)
+    return list(input_specs({"input": chosen.get("inputs") or {}}).values())
+
+
+def read_named(info: Mapping[str, Any], named: Mapping[str, Any]) -> dict[str, Any]:
+    """Widget values saved by name: only names the class has are kept."""
+    walk = _Walk(lambda name, _pos: named.get(name, _MISSING), {}, [])
+    walk.run(list(input_specs(info).values()))
+    return walk.values
+
+
+def read_positional(info: Mapping[str, Any], values: Sequence[Any]) -> dict[str, Any]:
+    """Positional ``widgets_values`` laid onto the class's widgets, or `LayoutError` when their
+    number does not fit (the node was saved with another version of its class)."""
+
+    def value_of(_name: str, pos: int) -> Any:
+        return values[pos] if pos < len(values) else _MISSING
+
+    walk = _Walk(value_of, {}, [])
+    walk.run(list(input_specs(info).values()))
+    slots = walk.slots
+    optional_tail = next((i for i, s in enumerate(reversed(slots)) if s != UPLOAD), len(slots))
+    extra = FRONTEND_ONLY_WIDGETS.get(str(info.get("name")), 0)
+    if not len(slots) - optional_tail <= len(values) <= len(slots) + extra:
+        raise LayoutError(
+            f"has {len(values)} widget values but this ComfyUI's {info.get('name')} has "
+            f"{len(slots)} widgets"
+        )
+    return walk.values
+
+
+def widget_slots(info: Mapping[str, Any]) -> tuple[list[str], int]:
+    """The names behind each ``widgets_values`` position (dynamic combos at their default), and
+    how many trailing ones may be absent (upload buttons). Control and upload positions carry
+    the placeholder names `CONTROL` and `UPLOAD`."""
+    walk = _Walk(lambda _name, _pos: _MISSING, {}, [])
+    walk.run(list(input_specs(info).values()))
+    tail = next((i for i, s in enumerate(reversed(walk.slots)) if s != UPLOAD), len(walk.slots))
+    return walk.slots, tail

@@ -1,0 +1,166 @@
+"""Widgets the frontend builds beyond a class's inputs, read as its "Export (API)" does:
+V3 dynamic combos (``<combo>.<input>`` widgets of the chosen option), V3 autogrow sockets
+(``<group>.<prefix><n>``), the control-after-generate rule and frontend-only widgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from comfyfleet.errors import WorkflowFormatError
+from comfyfleet.workflow import find_errors, ui_to_api
+from comfyfleet.workflow.widgets import CONTROL, widget_slots
+
+
+def node(nid: int, kind: str, values: Any = None, inputs=(), outputs=(), **extra) -> dict:
+    return {
+        "id": nid,
+        "type": kind,
+        "mode": 0,
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+        "widgets_values": values if values is not None else [],
+        **extra,
+    }
+
+
+def api(graph: dict) -> dict:
+    return {k: v["inputs"] for k, v in graph.items()}
+
+
+def resize(values: Any, **extra: Any) -> dict:
+    """LoadImage -> ResizeImageMaskNode (its resize_type is a dynamic combo) -> PreviewImage."""
+    return {
+        "nodes": [
+            node(1, "LoadImage", ["cat.png", "image"], outputs=[{"name": "IMAGE", "links": [1]}]),
+            node(
+                2,
+                "ResizeImageMaskNode",
+                values,
+                inputs=[{"name": "input", "type": "IMAGE,MASK", "link": 1}],
+                outputs=[{"name": "IMAGE", "links": [2]}],
+                **extra,
+            ),
+            node(3, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 2}]),
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+    }
+
+
+def test_dynamic_combo_widgets_follow_the_chosen_option(object_info) -> None:
+    dims = api(ui_to_api(resize(["scale dimensions", 1024, 768, "center", "lanczos"]), object_info))
+    assert dims["2"] == {
+        "resize_type": "scale dimensions",
+        "resize_type.width": 1024,
+        "resize_type.height": 768,
+        "resize_type.crop": "center",
+        "scale_method": "lanczos",
+        "input": ["1", 0],
+    }
+    longer = api(ui_to_api(resize(["scale longer dimension", 2048, "area"]), object_info))
+    assert longer["2"] == {
+        "resize_type": "scale longer dimension",
+        "resize_type.longer_size": 2048,
+        "scale_method": "area",
+        "input": ["1", 0],
+    }
+
+
+def test_dynamic_combo_by_name_keeps_only_the_chosen_options_widgets(object_info) -> None:
+    named = {
+        "resize_type": "scale by multiplier",
+        "resize_type.multiplier": 2.5,
+        "resize_type.width": 640,  # left over from another option: not an input now
+        "scale_method": "bicubic",
+    }
+    graph = ui_to_api(resize(list(named.values()), widgets_values_named=named), object_info)
+    assert api(graph)["2"] == {
+        "resize_type": "scale by multiplier",
+        "resize_type.multiplier": 2.5,
+        "scale_method": "bicubic",
+        "input": ["1", 0],
+    }
+
+
+def test_dynamic_combo_that_does_not_fit_is_refused_naming_node_and_input(object_info) -> None:
+    with pytest.raises(WorkflowFormatError, match=r"node 2 \(ResizeImageMaskNode\) input "
+                       r"'resize_type' is 'scale by magic', which is none of") as info:  # fmt: skip
+        ui_to_api(resize(["scale by magic", 2.0, "area"]), object_info)
+    assert info.value.details == {
+        "node_id": "2",
+        "class_type": "ResizeImageMaskNode",
+        "input_name": "resize_type",
+    }
+    # "scale dimensions" has three widgets of its own: one value short shifts everything.
+    with pytest.raises(WorkflowFormatError, match=r"node 2 \(ResizeImageMaskNode\) has 4 widget"):
+        ui_to_api(resize(["scale dimensions", 1024, 768, "lanczos"]), object_info)
+
+
+def test_autogrow_sockets_arrive_as_links(object_info) -> None:
+    sources = [
+        node(i, "LoadImage", [f"{i}.png", "image"], outputs=[{"name": "IMAGE", "links": [i]}])
+        for i in (1, 2)
+    ]
+    batch = node(
+        3,
+        "BatchImagesNode",
+        [],
+        inputs=[
+            {"label": "image0", "name": "images.image0", "type": "IMAGE", "link": 1},
+            {"label": "image1", "name": "images.image1", "type": "IMAGE", "link": 2},
+            {"label": "image2", "name": "images.image2", "type": "IMAGE", "link": None},
+        ],
+        outputs=[{"name": "IMAGE", "links": [3]}],
+    )
+    preview = node(4, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 3}])
+    data = {
+        "nodes": [*sources, batch, preview],
+        "links": [[1, 1, 0, 3, 0, "IMAGE"], [2, 2, 0, 3, 1, "IMAGE"], [3, 3, 0, 4, 0, "IMAGE"]],
+    }
+    graph = ui_to_api(data, object_info)
+    assert api(graph)["3"] == {"images.image0": ["1", 0], "images.image1": ["2", 0]}
+    assert find_errors(graph, object_info) == []
+
+
+def test_control_after_generate_follows_the_frontends_rule(object_info) -> None:
+    """An INT named seed gets a control unless its spec says ``control_after_generate: false``
+    (Moonvalley's seed), and any INT asking for one gets it whatever its name."""
+    moonvalley, _ = widget_slots(object_info["MoonvalleyVideo2VideoNode"])
+    assert moonvalley[:3] == ["prompt", "negative_prompt", "seed"] and CONTROL not in moonvalley
+    gemini, _ = widget_slots(object_info["GeminiImageNode"])
+    assert gemini[gemini.index("seed") + 1] == CONTROL
+    values = ["a fox", "blurry", 7, 20, "Pose Transfer", 50]
+    graph = ui_to_api({"nodes": [node(1, "MoonvalleyVideo2VideoNode", values)]}, object_info)
+    assert api(graph)["1"] == {
+        "prompt": "a fox",
+        "negative_prompt": "blurry",
+        "seed": 7,
+        "steps": 20,
+        "control_type": "Pose Transfer",
+        "motion_intensity": 50,
+    }
+
+
+def test_promoted_proxy_of_a_frontend_widget_sets_no_input(object_info) -> None:
+    """A subgraph may promote a seed's control widget (``proxyWidgets`` entry
+    ``[id, "control_after_generate"]``): its value is the frontend's, not an input."""
+    sub = "33333333-3333-4333-8333-333333333333"
+    inner = node(4, "RandomNoise", [5, "randomize"], outputs=[{"name": "NOISE", "links": []}])
+    data = {
+        "nodes": [
+            node(
+                8,
+                sub,
+                [99, "fixed"],
+                properties={"proxyWidgets": [["4", "noise_seed"], ["4", "control_after_generate"]]},
+            )
+        ],
+        "links": [],
+        "definitions": {
+            "subgraphs": [
+                {"id": sub, "name": "noise", "inputs": [], "outputs": [], "nodes": [inner]}
+            ]
+        },
+    }
+    assert api(ui_to_api(data, object_info)) == {"8:4": {"noise_seed": 99}}
