@@ -331,12 +331,16 @@ class Settings(BaseSettings):
         validation_alias=_env("custom_nodes_file"),
         description="More custom nodes, in docker/custom_nodes.txt's form (name url ref [reqs]).",
     )
-    pip_index_url: str | None = Field(default=None, validation_alias=_env("pip_index_url"))
-    pip_extra_index_urls: StrList = Field(
-        default_factory=list, validation_alias=_env("pip_extra_index_urls")
+    provision_index_url: str | None = Field(
+        default=None, validation_alias=_env("provision_index_url")
     )
-    pip_find_links: StrList = Field(default_factory=list, validation_alias=_env("pip_find_links"))
-    pip_no_index: bool = Field(default=False, validation_alias=_env("pip_no_index"))
+    provision_extra_index_urls: StrList = Field(
+        default_factory=list, validation_alias=_env("provision_extra_index_urls")
+    )
+    provision_find_links: StrList = Field(
+        default_factory=list, validation_alias=_env("provision_find_links")
+    )
+    provision_no_index: bool = Field(default=False, validation_alias=_env("provision_no_index"))
     swarmui: bool = Field(
         default=False,
         validation_alias=_env("swarmui"),
@@ -370,8 +374,8 @@ class Settings(BaseSettings):
         "model_roots",
         "volume_bases",
         "custom_nodes",
-        "pip_extra_index_urls",
-        "pip_find_links",
+        "provision_extra_index_urls",
+        "provision_find_links",
         mode="before",
     )(split_list)
 

@@ -58,10 +58,10 @@ class ProvisionConfig:
     comfyui: Source
     nodes: tuple[Source, ...] = ()
     swarm: SwarmSpec | None = None
-    pip_index_url: str | None = None
-    pip_extra_index_urls: tuple[str, ...] = ()
-    pip_find_links: tuple[str, ...] = ()
-    pip_no_index: bool = False
+    provision_index_url: str | None = None
+    provision_extra_index_urls: tuple[str, ...] = ()
+    provision_find_links: tuple[str, ...] = ()
+    provision_no_index: bool = False
     mode: str = "off"
     extra_model_bases: tuple[Path, ...] = field(default=DEFAULT_BASES)
     model_roots: tuple[Path, ...] = ()
@@ -100,13 +100,13 @@ class ProvisionConfig:
 
     def pip_options(self) -> list[str]:
         opts: list[str] = []
-        if self.pip_no_index:
+        if self.provision_no_index:
             opts.append("--no-index")
-        if self.pip_index_url:
-            opts += ["--index-url", self.pip_index_url]
-        for url in self.pip_extra_index_urls:
+        if self.provision_index_url:
+            opts += ["--index-url", self.provision_index_url]
+        for url in self.provision_extra_index_urls:
             opts += ["--extra-index-url", url]
-        for link in self.pip_find_links:
+        for link in self.provision_find_links:
             opts += ["--find-links", link]
         return opts
 
@@ -130,10 +130,12 @@ class ProvisionConfig:
             "comfyui_commit": get("comfyui_commit"),
             "custom_nodes": _list(get("custom_nodes", ""), "custom_nodes"),
             "custom_nodes_file": get("custom_nodes_file"),
-            "pip_index_url": get("pip_index_url"),
-            "pip_extra_index_urls": _list(get("pip_extra_index_urls", ""), "pip_extra_index_urls"),
-            "pip_find_links": _list(get("pip_find_links", ""), "pip_find_links"),
-            "pip_no_index": _bool(get("pip_no_index", "false"), "pip_no_index"),
+            "provision_index_url": get("provision_index_url"),
+            "provision_extra_index_urls": _list(
+                get("provision_extra_index_urls", ""), "provision_extra_index_urls"
+            ),
+            "provision_find_links": _list(get("provision_find_links", ""), "provision_find_links"),
+            "provision_no_index": _bool(get("provision_no_index", "false"), "provision_no_index"),
             "swarmui": _bool(get("swarmui", "false"), "swarmui"),
             "swarmui_repo": get("swarmui_repo", OFFICIAL_SWARMUI),
             "swarmui_ref": get("swarmui_ref", SWARM_REF),
@@ -147,9 +149,10 @@ class ProvisionConfig:
     def from_settings(cls, settings: Any) -> ProvisionConfig:
         names = [
             "provision", "provision_dir", "volume_bases", "model_roots", "comfyui_repo",
-            "comfyui_ref", "comfyui_commit", "custom_nodes", "custom_nodes_file", "pip_index_url",
-            "pip_extra_index_urls", "pip_find_links", "pip_no_index", "swarmui", "swarmui_repo",
-            "swarmui_ref", "swarmui_build", "swarmui_launch", "swarmui_port",
+            "comfyui_ref", "comfyui_commit", "custom_nodes", "custom_nodes_file",
+            "provision_index_url", "provision_extra_index_urls", "provision_find_links",
+            "provision_no_index", "swarmui", "swarmui_repo", "swarmui_ref", "swarmui_build",
+            "swarmui_launch", "swarmui_port",
         ]  # fmt: skip
         return cls.build({n: getattr(settings, n) for n in names})
 
@@ -198,10 +201,10 @@ class ProvisionConfig:
             comfyui=comfy,
             nodes=tuple(nodes),
             swarm=swarm,
-            pip_index_url=v["pip_index_url"] or None,
-            pip_extra_index_urls=tuple(v["pip_extra_index_urls"]),
-            pip_find_links=tuple(v["pip_find_links"]),
-            pip_no_index=bool(v["pip_no_index"]),
+            provision_index_url=v["provision_index_url"] or None,
+            provision_extra_index_urls=tuple(v["provision_extra_index_urls"]),
+            provision_find_links=tuple(v["provision_find_links"]),
+            provision_no_index=bool(v["provision_no_index"]),
             mode=mode,
             extra_model_bases=bases,
             model_roots=tuple(Path(p) for p in v["model_roots"]),
