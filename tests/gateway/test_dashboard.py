@@ -64,10 +64,12 @@ def chromium() -> str:
     )
 
 
-async def shot(page: Page, name: str) -> None:
+async def shot(page: Page, name: str | None) -> None:
+    """docs/img/dashboard-NAME.png (None: dashboard.png), with COMFYFLEET_SCREENSHOTS=1."""
     if os.environ.get("COMFYFLEET_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SHOTS / f"dashboard-{name}.png"), full_page=True)
+        path = SHOTS / (f"dashboard-{name}.png" if name else "dashboard.png")
+        await page.screenshot(path=str(path), full_page=True)
 
 
 @pytest.fixture
@@ -109,7 +111,10 @@ async def test_page_and_assets_are_local(gateway: Served) -> None:
     async with gateway.client() as http:
         page = await http.get("/")
         scripts = re.findall(r'src="(/static/[^"]+)"', page.text)
-        modules = ["app.js", "core.js", "submit.js", "tasks.js", "task.js", "fleet.js", "models.js"]
+        modules = [
+            *("app.js", "core.js", "live.js", "media.js", "submit.js", "tasks.js", "task.js"),
+            *("fleet.js", "models.js"),
+        ]
         sources = {name: await http.get(f"/static/{name}") for name in modules}
         style = await http.get("/static/style.css")
     assert page.headers["content-type"].startswith("text/html")
@@ -250,7 +255,18 @@ async def test_tasks_page_lists_errors_and_filters(gateway: Served, page: Page) 
     )
     await expect(page.locator(f'tr[data-task="{ok["id"]}"]')).to_be_visible()
     await expect(page.locator('[data-metric="failed"] b')).to_have_text("1")
+    await page.evaluate("window.__sameDocument = true")
+    # Live: a task submitted elsewhere shows up without a reload (the dashboard's feed).
+    async with gateway.client() as http:
+        third = (await http.post("/api/v1/tasks?wait=60", json={"workflow": WORKFLOW})).json()
+    await expect(page.locator(f'tr[data-task="{third["id"]}"] [data-state]')).to_have_text(
+        "succeeded"
+    )
+    await expect(page.locator('[data-metric="succeeded"] b')).to_have_text("2")
+    await expect(page.locator("#conn")).to_have_text("live")
+    assert await page.evaluate("window.__sameDocument") is True
     await shot(page, "tasks")
+    await shot(page, None)  # README's picture
     await page.select_option("#status-filter", "failed")
     await expect(page.locator(f'tr[data-task="{ok["id"]}"]')).to_have_count(0)
     await expect(page.locator(f'tr[data-task="{bad["id"]}"]')).to_be_visible()
@@ -300,3 +316,28 @@ async def test_models_page(gateway: Served, page: Page) -> None:
         "hf://stabilityai/stable-diffusion-xl-base-1.0"
     )
     await shot(page, "models")
+
+
+async def test_api_key_stays_in_the_session_and_out_of_urls(
+    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer, page: Page
+) -> None:
+    key = "dash-key-7f3a"
+    settings = make_settings(backends=[f"comfy={comfy_server.url}"], api_keys=[f"{key}:submit"])
+    async with serve(create_app(settings)) as served:
+        async with served.client(key) as http:
+            done = (await http.post("/api/v1/tasks?wait=60", json={"workflow": WORKFLOW})).json()
+            html = (await served.client().get("/")).text
+        assert '"auth":true' in html and '"metrics"' not in html  # nothing embedded without a key
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+
+        await page.goto(f"{served.url}/#/task/{done['id']}")
+        await expect(page.locator("#login")).to_be_visible()
+        await page.fill("#token", key)
+        await page.click("#login button[type=submit], #login button:not([type])")
+        await expect(page.locator("#login")).to_be_hidden()
+        await expect(page.locator("#task-status [data-state]")).to_have_text("succeeded")
+        await expect(page.locator("#artifacts img[data-loaded='true']")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('comfyfleet.key')") == key
+        assert await page.evaluate("localStorage.length") == 0
+        assert requests and not [url for url in requests if key in url]

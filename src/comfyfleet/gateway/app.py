@@ -32,6 +32,7 @@ from comfyfleet.gateway.routes import (
     comfy_compat,
     dashboard,
     health,
+    live,
     metrics,
     models,
     task_actions,
@@ -87,6 +88,7 @@ def create_app(
         health,
         metrics,
         dashboard,
+        live,
         comfy_compat,
     ):
         app.include_router(module.router)

@@ -73,10 +73,14 @@ class GatewayEvents(TaskEvents):
         self.metrics = metrics
         self.deliverer: WebhookDeliverer | None = None
         self.progress_hooks: ProgressWebhooks | None = None
+        self.listeners: set[asyncio.Queue[Event]] = set()  # every task's events (dashboard)
         self._started: dict[str, float] = {}
 
     def publish(self, task_id: str, event: Event) -> None:
         super().publish(task_id, event)
+        for listener in self.listeners:
+            with contextlib.suppress(asyncio.QueueFull):  # a slow reader misses steps
+                listener.put_nowait({"task_id": task_id, **event})
         hooks = self.progress_hooks
         if event.get("type") == "progress":
             if hooks is not None:

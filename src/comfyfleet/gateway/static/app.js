@@ -1,6 +1,7 @@
 // comfyfleet dashboard: a hash router over one module per page. No build step: plain ES modules
 // served by the gateway. The first screen's data comes embedded in the HTML (see routes/dashboard.py).
 import { state, el, needKey } from "./core.js";
+import { onLive } from "./live.js";
 import * as submit from "./submit.js";
 import * as tasks from "./tasks.js";
 import * as task from "./task.js";
@@ -56,3 +57,4 @@ document.getElementById("forget").addEventListener("click", () => {
 
 window.addEventListener("hashchange", show);
 show();
+onLive(() => {});  // open the live feed (the header shows whether it is connected)

@@ -2,6 +2,7 @@
 // "offline", its last call on hover), current tasks, last error, drain/undrain; then the worker
 // manager's pools and workers when pools are configured.
 import { state, el, api, badge, seconds, taskLink, notice, every } from "./core.js";
+import { onLive, debounce } from "./live.js";
 
 function backendRows(backends, act) {
   if (!backends.length) return [el("tr", {}, el("td", { colspan: "7", class: "muted" }, "no backends (remote agents can join)"))];
@@ -74,7 +75,6 @@ export function mount(root) {
   async function load() {
     const [backends, workers] = await Promise.all([api("/api/v1/backends"), api("/api/v1/workers")]);
     render(backends, workers);
-    document.getElementById("conn").textContent = `updated ${new Date().toLocaleTimeString()}`;
   }
 
   if (state.boot.metrics && state.boot.workers) {
@@ -83,5 +83,12 @@ export function mount(root) {
   } else {
     load().catch((e) => notice(message, `Could not load the fleet: ${e.message}`));
   }
-  return every(2000, load);
+  // Live: backend snapshots come over the dashboard's feed when they change; worker pools
+  // (no feed of their own) are read again then and on every task status change.
+  const reload = debounce(() => load().catch(() => {}));
+  const stopLive = onLive((name, data) => {
+    if (name === "fleet" || (name === "task" && data.type === "status")) reload();
+  });
+  const stopPoll = every(10000, load);
+  return () => { stopLive(); stopPoll(); };
 }

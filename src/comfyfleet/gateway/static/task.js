@@ -115,9 +115,9 @@ export function mount(root, taskId) {
     if (text != null) stage.textContent = text;
   }
 
-  function progressText(p) {
+  function progressText(p, status) {
     if (!p) return "";
-    const parts = [p.stage];
+    const parts = [status === "failed" || status === "cancelled" ? `stopped in: ${p.stage}` : p.stage];
     if (p.class_type || p.node) parts.push(`node ${p.node || ""}${p.class_type ? ` (${p.class_type})` : ""}`);
     if (p.value != null && p.max) parts.push(`step ${p.value}/${p.max}`);
     if (p.percent != null) parts.push(`${p.percent.toFixed(0)}%`);
@@ -143,7 +143,7 @@ export function mount(root, taskId) {
     error.replaceChildren(task.status === "succeeded" ? "" : errorBlock(task.error));
     line.replaceChildren(timeline(task, events));
     hooks.replaceChildren(deliveries(task));
-    if (task.progress) setProgress(task.status === "succeeded" ? 100 : task.progress.percent, progressText(task.progress));
+    if (task.progress) setProgress(task.status === "succeeded" ? 100 : task.progress.percent, progressText(task.progress, task.status));
     bar.dataset.status = task.status;
     const list = (task.result && task.result.artifacts) || [];
     if (list.length !== artifactsShown) {

@@ -1,7 +1,8 @@
 // Tasks: queue counts, then the task list with status/time filters and cursor paging.
 import { state, el, api, badge, ago, duration, errorText, taskLink, notice, every } from "./core.js";
+import { onLive, debounce } from "./live.js";
 
-const SINCE = { "": "any time", "3600": "last hour", "86400": "last 24 h", "604800": "last 7 days" };
+const SINCE = [["", "any time"], ["3600", "last hour"], ["86400", "last 24 h"], ["604800", "last 7 days"]];
 const PAGE = 25;
 
 export function queueCards(metrics) {
@@ -22,7 +23,7 @@ export function mount(root) {
   const status = el("select", { id: "status-filter", "aria-label": "status" },
     ["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) => el("option", { value: s }, s || "any status")));
   const since = el("select", { id: "since-filter", "aria-label": "created" },
-    Object.entries(SINCE).map(([value, label]) => el("option", { value }, label)));
+    SINCE.map(([value, label]) => el("option", { value }, label)));
   const body = el("tbody");
   const newer = el("button", { type: "button", class: "secondary", id: "page-newer" }, "← Newer");
   const older = el("button", { type: "button", class: "secondary", id: "page-older" }, "Older →");
@@ -40,7 +41,7 @@ export function mount(root) {
     body.replaceChildren(...(page.items.length ? page.items.map((t) => el("tr", { "data-task": t.id },
       el("td", { "data-label": "task" }, taskLink(t.id)),
       el("td", { "data-label": "status" }, badge(t.status),
-        t.status === "running" && t.progress && t.progress.percent != null ? el("span", { class: "muted" }, ` ${t.progress.percent.toFixed(0)}%`) : ""),
+        el("span", { class: "muted percent" }, t.status === "running" && t.progress && t.progress.percent != null ? ` ${t.progress.percent.toFixed(0)}%` : "")),
       el("td", { "data-label": "priority" }, String(t.priority)),
       el("td", { "data-label": "workflow" }, t.workflow_id || t.source || ""),
       el("td", { "data-label": "backend" }, t.backend || ""),
@@ -63,7 +64,6 @@ export function mount(root) {
       cards.replaceChildren(queueCards(metrics));
       render(page);
       notice(message, "");
-      document.getElementById("conn").textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (error) {
       notice(message, `Could not load tasks: ${error.message}`);
     }
@@ -81,5 +81,16 @@ export function mount(root) {
   } else {
     load();
   }
-  return every(2000, load);
+  // Live: the queue's counts and every task's status come over the dashboard's feed.
+  const reload = debounce(load);
+  const stopLive = onLive((name, data) => {
+    if (name === "queue") { cards.replaceChildren(queueCards({ queue: data })); reload(); }
+    else if (name === "task" && data.type === "status") reload();
+    else if (name === "task" && data.type === "progress" && data.percent != null) {
+      const cell = body.querySelector(`tr[data-task="${CSS.escape(data.task_id)}"] .percent`);
+      if (cell) cell.textContent = ` ${data.percent.toFixed(0)}%`;
+    }
+  });
+  const stopPoll = every(30000, load);  // a safety net, not the live path
+  return () => { stopLive(); stopPoll(); };
 }
