@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from comfyfleet.errors import NotFound, StorageError
-from comfyfleet.gateway.artifacts import ArtifactStore, safe_name
 from comfyfleet.jobs import Artifact
+from comfyfleet.outputs.artifacts import ArtifactStore, safe_name
 
 from .gateway_helpers import WORKFLOW, Served
 

@@ -153,7 +153,7 @@ class Fleet:
     def sink_for(self, task_id: str) -> Any:
         """The artifacts sink for a task (the gateway's store unless one was injected)."""
         if self._sink_for is None:
-            from comfyfleet.gateway.artifacts import ArtifactStore
+            from comfyfleet.outputs.artifacts import ArtifactStore
 
             self._sink_for = ArtifactStore.from_settings(self.settings).sink
         return self._sink_for(task_id)

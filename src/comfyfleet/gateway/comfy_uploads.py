@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet.errors import InvalidRequest, PayloadTooLarge
-from comfyfleet.gateway.artifacts import is_safe_segment, safe_name
+from comfyfleet.outputs.artifacts import is_safe_segment, safe_name
 
 IMAGE_INPUTS = ("image",)
 

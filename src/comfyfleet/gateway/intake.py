@@ -24,9 +24,9 @@ from comfyfleet.errors import (
     TemplateNotFound,
     WorkflowValidationError,
 )
-from comfyfleet.gateway.artifacts import is_safe_segment
 from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
 from comfyfleet.jobs import JobSpec, new_id
+from comfyfleet.outputs.artifacts import is_safe_segment
 from comfyfleet.urls import check_url, looks_like_url
 from comfyfleet.worker.formats import fold_graph_prompt
 

@@ -20,9 +20,9 @@ from typing import Any
 from comfyfleet.config import Settings
 from comfyfleet.fleet.events import Event, TaskEvents, is_final
 from comfyfleet.fleet.manager import Fleet
-from comfyfleet.gateway.artifacts import ArtifactStore
 from comfyfleet.gateway.auth import KeyRing
 from comfyfleet.gateway.metrics import GatewayMetrics
+from comfyfleet.outputs.artifacts import ArtifactStore
 from comfyfleet.outputs.webhooks import ProgressWebhooks, WebhookDeliverer
 from comfyfleet.queue import Queue, open_queue
 

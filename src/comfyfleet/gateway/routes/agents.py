@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from comfyfleet.errors import Conflict, InvalidRequest
 from comfyfleet.fleet.backend import claim_while_claimable
 from comfyfleet.fleet.local import seconds_left, status_event
-from comfyfleet.gateway.artifacts import is_safe_segment
 from comfyfleet.gateway.deps import AgentKey, GatewayDep
 from comfyfleet.gateway.schemas import ERROR_RESPONSES
 from comfyfleet.jobs import Artifact, ArtifactKind
+from comfyfleet.outputs.artifacts import is_safe_segment
 from comfyfleet.queue import Task
 
 log = logging.getLogger(__name__)

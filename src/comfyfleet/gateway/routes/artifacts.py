@@ -15,9 +15,9 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from comfyfleet.errors import NotFound
-from comfyfleet.gateway.artifacts import media_type_for
 from comfyfleet.gateway.deps import GatewayDep, Reader
 from comfyfleet.gateway.schemas import ERROR_RESPONSES
+from comfyfleet.outputs.artifacts import media_type_for
 
 router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
 
