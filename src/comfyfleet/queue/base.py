@@ -258,8 +258,11 @@ class Queue(abc.ABC):
         Prefer ``claim(..., wait=...)``, which closes the claim/wait race."""
 
     @abc.abstractmethod
-    async def wait_finished(self, task_id: str, timeout: float) -> Task:
-        """The task once finished, or as it is when ``timeout`` passes (``?wait=S``)."""
+    async def wait_finished(
+        self, task_id: str, timeout: float, *, current: Task | None = None
+    ) -> Task:
+        """The task once finished, or as it is when ``timeout`` passes (``?wait=S``).
+        ``current``: the task as the caller just got it from this queue (saves a read)."""
 
     @abc.abstractmethod
     def watch(self, task_id: str, *, idle: float | None = None) -> AsyncIterator[Task]:

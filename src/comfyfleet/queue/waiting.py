@@ -146,15 +146,18 @@ class EventQueue(Queue):
     async def wait_for_work(self, timeout: float) -> bool:
         return await self._work.wait(self._work.generation, timeout)
 
-    async def wait_finished(self, task_id: str, timeout: float) -> Task:
-        """Reads the task once, then only when a change was not made in this process: the
-        commit that finishes it here hands the finished task straight to the waiter."""
+    async def wait_finished(
+        self, task_id: str, timeout: float, *, current: Task | None = None
+    ) -> Task:
+        """Reads the task once (not even that when the caller has it as ``current``, e.g.
+        just submitted), then only when a change was not made in this process: the commit
+        that finishes it here hands the finished task straight to the waiter."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         with self._changes.subscribe(task_id) as changed:
+            seen = changed.generation  # any change from here on wakes the loop below
             await self._watching(task_id)
-            seen = changed.generation
-            task = await self.get(task_id)
+            task = current if current is not None else await self.get(task_id)
             while True:
                 remaining = give_up - loop.time()
                 if task.finished or remaining <= 0:

@@ -101,7 +101,7 @@ async def create_task(
     if created:
         gateway.metrics.submitted.labels(submission.source).inc()
     if wait:
-        task = await gateway.queue.wait_finished(task.id, wait)
+        task = await gateway.queue.wait_finished(task.id, wait, current=task)
         code = status.HTTP_200_OK if task.finished else status.HTTP_202_ACCEPTED
     body = await _out(gateway.queue, task, request)
     headers = {"Location": body.links["self"]}
