@@ -23,12 +23,18 @@ def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def get_queue(request: Request) -> Queue:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in a worker
+# thread, a thread hop per request for a getattr.
+async def gateway_dep(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+async def queue_dep(request: Request) -> Queue:
     return get_gateway(request).queue
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-QueueDep = Annotated[Queue, Depends(get_queue)]
+GatewayDep = Annotated[Gateway, Depends(gateway_dep)]
+QueueDep = Annotated[Queue, Depends(queue_dep)]
 
 
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
