@@ -171,9 +171,9 @@ class _Converter:
                 raise LayoutError("has unreadable widgets_values")
             return read_positional(info, values)
         except LayoutError as exc:
+            skew = "; the workflow was saved with a different version of the node"
             raise _unfaithful(
-                f"node {node['id']} ({node['type']}) {exc}; the workflow was saved with a "
-                "different version of the node",
+                f"node {node['id']} ({node['type']}) {exc}{skew if exc.version_skew else ''}",
                 node_id=str(node["id"]),
                 class_type=node["type"],
                 input_name=exc.input_name,

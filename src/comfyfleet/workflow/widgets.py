@@ -15,7 +15,9 @@ that list from the catalogue (``object_info``), as the frontend does when it cre
   value selects, named ``<combo>.<input>``; a V3 autogrow group adds sockets only
   (``<group>.<prefix><n>``), which arrive as links;
 * some classes get widgets of the frontend's own after theirs (`FRONTEND_ONLY_WIDGETS`:
-  previews, players, recorders), whose trailing values carry no input.
+  previews, players, CustomCombo's option list), whose trailing values carry no input;
+* an input the browser itself makes while exporting (`BROWSER_MADE`: a webcam capture, a
+  microphone recording, a render of the 3D viewport) cannot be converted: refused, named.
 
 A node saved with ``widgets_values_named`` (or a dict of values) is read by name instead, so
 none of the frontend's own widgets can shift anything.
@@ -34,13 +36,24 @@ AUTOGROW, DYNAMIC_COMBO = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3"
 # Widgets the frontend appends to these classes of its own (previews, players, recorders): so
 # many trailing ``widgets_values`` entries carry no input (checked against the official
 # templates saved with ``widgets_values_named``).
-FRONTEND_ONLY_WIDGETS = {
+# None: any number (CustomCombo's hidden index and its growing list of options, which the
+# frontend keeps after the combo and which this catalogue's CustomCombo does not declare).
+FRONTEND_ONLY_WIDGETS: dict[str, int | None] = {
     "PreviewAny": 3,  # the markdown/plain-text preview
     "SaveGLB": 1,  # the 3D preview's image
     "Preview3D": 1,
     "LoadAudio": 1,  # the audio player
-    "RecordAudio": 2,  # the recorder
     "GetImageSize": 1,  # the size display
+    "CustomCombo": None,
+}
+
+# Inputs whose value the browser makes at export time (it captures, records or renders and
+# uploads the result): a saved workflow holds no value ComfyUI could use.
+BROWSER_MADE = {
+    "WEBCAM": "a webcam capture",
+    "AUDIO_RECORD": "a microphone recording",
+    "LOAD_3D": "a render of the 3D viewport",
+    "LOAD_3D_ANIMATION": "a render of the 3D viewport",
 }
 
 CONTROL = "<control_after_generate>"
@@ -49,11 +62,15 @@ _MISSING = object()
 
 
 class LayoutError(ValueError):
-    """The saved values cannot be laid onto this class's widgets (the message says why)."""
+    """The saved values cannot be laid onto this class's widgets (the message says why);
+    ``version_skew`` when the likely cause is a node saved with another version of its class."""
 
-    def __init__(self, message: str, input_name: str | None = None) -> None:
+    def __init__(
+        self, message: str, input_name: str | None = None, *, version_skew: bool = True
+    ) -> None:
         super().__init__(message)
         self.input_name = input_name
+        self.version_skew = version_skew
 
 
 def has_control(spec: InputSpec) -> bool:
@@ -75,13 +92,24 @@ class _Walk:
     def run(self, specs: Sequence[InputSpec], prefix: str = "") -> None:
         for spec in specs:
             name = prefix + spec.name
+            if isinstance(spec.type, str) and spec.type in BROWSER_MADE:
+                raise LayoutError(
+                    f"input {name!r} is {BROWSER_MADE[spec.type]}, which the frontend makes in "
+                    "the browser while it exports",
+                    name,
+                    version_skew=False,
+                )
             if spec.type == AUTOGROW:
                 _check_autogrow(spec, name)
             elif spec.type == DYNAMIC_COMBO:
                 value = self._take(name)
                 self.run(_option_specs(spec, name, value), prefix=f"{name}.")
             elif spec.is_dynamic:
-                raise LayoutError(f"input {name!r} is a {spec.type} this converter does not know")
+                raise LayoutError(
+                    f"input {name!r} is a {spec.type}, which this converter does not know",
+                    name,
+                    version_skew=False,
+                )
             elif spec.is_widget:
                 self._take(name)
                 if has_control(spec):
@@ -106,6 +134,7 @@ def _check_autogrow(spec: InputSpec, name: str) -> None:
                     f"input {name!r} grows widgets ({sub.name!r}) whose number the saved "
                     "values do not tell",
                     name,
+                    version_skew=False,
                 )
 
 
@@ -140,7 +169,8 @@ def read_positional(info: Mapping[str, Any], values: Sequence[Any]) -> dict[str,
     slots = walk.slots
     optional_tail = next((i for i, s in enumerate(reversed(slots)) if s != UPLOAD), len(slots))
     extra = FRONTEND_ONLY_WIDGETS.get(str(info.get("name")), 0)
-    if not len(slots) - optional_tail <= len(values) <= len(slots) + extra:
+    most = len(values) if extra is None else len(slots) + extra
+    if not len(slots) - optional_tail <= len(values) <= most:
         raise LayoutError(
             f"has {len(values)} widget values but this ComfyUI's {info.get('name')} has "
             f"{len(slots)} widgets"

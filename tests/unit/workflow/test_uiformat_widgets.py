@@ -164,3 +164,28 @@ def test_promoted_proxy_of_a_frontend_widget_sets_no_input(object_info) -> None:
         },
     }
     assert api(ui_to_api(data, object_info)) == {"8:4": {"noise_seed": 99}}
+
+
+def test_custom_combo_keeps_its_choice_and_drops_the_frontends_option_list(object_info) -> None:
+    """CustomCombo's frontend keeps a hidden index and the user's options after the combo."""
+    values = ["9:16", 1, "16:9", "9:16", ""]
+    graph = ui_to_api({"nodes": [node(1, "CustomCombo", values)]}, object_info)
+    assert api(graph) == {"1": {"choice": "9:16"}}
+
+
+def test_inputs_the_browser_makes_are_refused_naming_node_and_input(object_info) -> None:
+    load3d = node(13, "Load3D", ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear",
+                                 "", 1024, 1024])  # fmt: skip
+    with pytest.raises(WorkflowFormatError) as info:
+        ui_to_api({"nodes": [load3d]}, object_info)
+    assert info.value.message.startswith(
+        "cannot convert this UI-format workflow faithfully (node 13 (Load3D) input 'image' is "
+        "a render of the 3D viewport, which the frontend makes in the browser while it exports)"
+    )
+    assert info.value.details == {"node_id": "13", "class_type": "Load3D", "input_name": "image"}
+    webcam = node(2, "WebcamCapture", ["", 512, 512, True])
+    with pytest.raises(WorkflowFormatError, match=r"node 2 \(WebcamCapture\) input 'image' is a "):
+        ui_to_api({"nodes": [webcam]}, object_info)
+    # Bypassed, such a node is left out like any other: nothing to refuse.
+    webcam["mode"] = 4
+    assert ui_to_api({"nodes": [webcam]}, object_info) == {}

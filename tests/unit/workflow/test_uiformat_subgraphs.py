@@ -245,3 +245,120 @@ def test_frontend_only_trailing_widgets_are_dropped(object_info) -> None:
     assert graph["3"]["inputs"] == {}
     with pytest.raises(WorkflowFormatError, match=r"node 4 \(SaveImage\) has 2 widget values"):
         ui_to_api({"nodes": [node(4, "SaveImage", values=["out", ""])]}, object_info)
+
+
+# --- hand-made graphs whose API form follows the frontend's ExecutableNodeDTO rules -----------
+# (an inner node's id is the instance path joined by ':'; a link from the input node (-10)
+# resolves through the instance's input: its outer link, else the instance's widget for it,
+# else nothing, which leaves the inner widget's own value; an instance output resolves to what
+# feeds the output node (-20), recursively.)
+PASS_ID = "44444444-4444-4444-8444-444444444444"
+
+
+def test_link_through_a_subgraph_input_straight_to_its_output(object_info) -> None:
+    """Output 0 is fed by input 0 directly (-10 -> -20) and input 0 also feeds an inner node:
+    downstream of the instance the link resolves to what feeds the instance."""
+    passing = {
+        "id": PASS_ID,
+        "name": "pass and invert",
+        "inputs": [{"name": "image", "type": "IMAGE", "linkIds": [1, 2]}],
+        "outputs": [
+            {"name": "same", "type": "IMAGE", "linkIds": [1]},
+            {"name": "inverted", "type": "IMAGE", "linkIds": [3]},
+        ],
+        "nodes": [node(4, "ImageInvert", inputs=[{"name": "image", "type": "IMAGE", "link": 2}])],
+        "links": [
+            link(1, -10, 0, -20, 0, "IMAGE"),
+            link(2, -10, 0, 4, 0, "IMAGE"),
+            link(3, 4, 0, -20, 1, "IMAGE"),
+        ],
+    }
+    data = {
+        "nodes": [
+            node(3, "EmptyImage", values=[8, 8, 1, 0]),
+            node(
+                6,
+                PASS_ID,
+                inputs=[{"name": "image", "type": "IMAGE", "link": 10}],
+                outputs=[
+                    {"name": "same", "type": "IMAGE", "links": [11]},
+                    {"name": "inverted", "type": "IMAGE", "links": [12]},
+                ],
+            ),
+            node(9, "SaveImage", inputs=[{"name": "images", "type": "IMAGE", "link": 11}],
+                 values=["same"]),
+            node(10, "SaveImage", inputs=[{"name": "images", "type": "IMAGE", "link": 12}],
+                 values=["inverted"]),
+        ],
+        "links": [
+            [10, 3, 0, 6, 0, "IMAGE"],
+            [11, 6, 0, 9, 0, "IMAGE"],
+            [12, 6, 1, 10, 0, "IMAGE"],
+        ],
+        "definitions": {"subgraphs": [passing]},
+    }  # fmt: skip
+    graph = ui_to_api(data, object_info)
+    assert api(graph) == {
+        "3": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                     "color": 0}},
+        "6:4": {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "same",
+                                                    "images": ["3", 0]}},
+        "10": {"class_type": "SaveImage", "inputs": {"filename_prefix": "inverted",
+                                                     "images": ["6:4", 0]}},
+    }  # fmt: skip
+    assert find_errors(graph, object_info) == []
+
+
+def nested_workflow(outer_values: list[Any], inner_values: list[Any]) -> dict:
+    """Root instance 5 (OUTER) holds instance 7 (INVERT); OUTER promotes ``scale`` into 7's
+    ``scale_by`` input, which INVERT promotes into ImageScaleBy's widget."""
+    outer = {
+        "id": OUTER_ID,
+        "name": "outer",
+        "inputs": [
+            {"name": "image", "type": "IMAGE", "linkIds": [1]},
+            {"name": "scale", "type": "FLOAT", "linkIds": [3]},
+        ],
+        "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [2]}],
+        "nodes": [
+            node(
+                7,
+                INVERT_ID,
+                inputs=[
+                    {"name": "image", "type": "IMAGE", "link": 1},
+                    {"name": "scale_by", "type": "FLOAT", "widget": {"name": "scale_by"},
+                     "link": 3},
+                ],
+                outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}],
+                values=inner_values,
+            ),
+        ],
+        "links": [
+            link(1, -10, 0, 7, 0, "IMAGE"),
+            link(3, -10, 1, 7, 1, "FLOAT"),
+            link(2, 7, 0, -20, 0, "IMAGE"),
+        ],
+    }  # fmt: skip
+    data = workflow()
+    data["nodes"][1]["type"] = OUTER_ID
+    data["nodes"][1]["widgets_values"] = outer_values
+    data["definitions"]["subgraphs"].append(outer)
+    return data
+
+
+def test_nested_promoted_widget_takes_the_outermost_value(object_info) -> None:
+    graph = ui_to_api(nested_workflow([0.25], [4.0]), object_info)
+    assert api(graph) == {
+        "3": EXPECTED["3"],
+        "5:7:1": {"class_type": "ImageScaleBy", "inputs": {"upscale_method": "nearest-exact",
+                                                           "scale_by": 0.25, "image": ["3", 0]}},
+        "5:7:2": {"class_type": "ImageInvert", "inputs": {"image": ["5:7:1", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out",
+                                                    "images": ["5:7:2", 0]}},
+    }  # fmt: skip
+    assert find_errors(graph, object_info) == []
+    # The outer instance shows no widget for it: the inner widget's own value, not instance
+    # 7's (its input is linked, so its widget is not consulted).
+    unpromoted = api(ui_to_api(nested_workflow([], [4.0]), object_info))
+    assert unpromoted["5:7:1"]["inputs"]["scale_by"] == 1.0
