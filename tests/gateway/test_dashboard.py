@@ -201,10 +201,16 @@ async def test_invalid_workflow_shows_the_error_at_its_node(gateway: Served, pag
 
 
 async def test_progress_moves_without_reload(gateway: Served, page: Page) -> None:
+    # The page is open before the task starts (its backend drained until then), so the bar
+    # is seen to move however slowly the machine runs.
     async with gateway.client() as http:
+        await http.post("/api/v1/backends/comfy/drain")
         task = (await http.post("/api/v1/tasks", json={"workflow": slow(40, 0.1)})).json()
     await page.goto(f"{gateway.url}/#/task/{task['id']}")
+    await expect(page.locator("#task-status [data-state]")).to_have_text("queued")
     await page.evaluate("window.__sameDocument = true")
+    async with gateway.client() as http:
+        await http.post("/api/v1/backends/comfy/undrain")
     bar = page.locator("#progress")
     await page.wait_for_function(
         "() => Number(document.querySelector('#progress').dataset.percent) > 0"

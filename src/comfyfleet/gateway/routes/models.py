@@ -4,7 +4,6 @@ nodes in the cached object_info, never a request to the backend) and the configu
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -71,14 +70,6 @@ def loader_models(object_info: dict[str, Any]) -> list[LoaderModels]:
     return out
 
 
-def _public(source: str) -> str:
-    """A source without credentials or query (signed URLs carry tokens there)."""
-    parts = urlsplit(source)
-    if not parts.scheme.startswith("http"):
-        return source
-    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-
-
 @router.get("", response_model=ModelsOut, summary="Model files per backend, and the manifest")
 async def models(gateway: GatewayDep, _: Reader) -> ModelsOut:
     backends = []
@@ -92,8 +83,7 @@ async def models(gateway: GatewayDep, _: Reader) -> ModelsOut:
     try:
         entries = parse_models_env(gateway.settings.models)
         manifest = [
-            ManifestEntryOut(name=e.name, folder=e.folder, source=_public(e.source))
-            for e in entries
+            ManifestEntryOut(name=e.name, folder=e.folder, source=e.source) for e in entries
         ]
     except ComfyFleetError as exc:
         error = str(exc)
