@@ -227,3 +227,39 @@ async def test_uploaded_image_feeds_the_prompt_that_names_it(gateway: Served) ->
     (out,) = images["3"]
     pixel = Image.open(io.BytesIO(out)).convert("RGB").getpixel((0, 0))
     assert all(abs(a - b) <= 1 for a, b in zip(pixel, (245, 55, 225), strict=True)), pixel
+
+
+async def test_interrupt_a_running_prompt_by_id(gateway: Served) -> None:
+    slow = {**GRAPH, "2": {**GRAPH["2"], "inputs": {**GRAPH["2"]["inputs"], "steps": 500}}}
+    async with gateway.client() as http:
+        prompt_id = (await http.post("/prompt", json={"prompt": slow})).json()["prompt_id"]
+        async with asyncio.timeout(30):
+            while (await http.get(f"/api/v1/tasks/{prompt_id}")).json()["status"] != "running":
+                await gateway.gateway.queue.wait_finished(prompt_id, 0.05)
+        assert (await http.get("/prompt")).json()["exec_info"]["queue_remaining"] >= 1
+        assert (await http.post("/interrupt", json={"prompt_id": prompt_id})).status_code == 200
+        assert (await http.post("/interrupt")).status_code == 200  # no id: nothing to stop
+        task = (await http.get(f"/api/v1/tasks/{prompt_id}?wait=30")).json()
+        history = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
+    assert task["status"] == "cancelled"
+    assert history["status"]["status_str"] == "error"
+    assert history["status"]["messages"][-1][0] == "execution_interrupted"
+
+
+async def test_queue_delete_removes_pending_prompts_only(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with serve(create_app(make_settings())) as served, served.client() as http:  # no backend
+        first = (await http.post("/prompt", json={"prompt": GRAPH})).json()["prompt_id"]
+        second = (await http.post("/prompt", json={"prompt": GRAPH})).json()["prompt_id"]
+        pending = (await http.get("/queue")).json()["queue_pending"]
+        assert [row[1] for row in pending] == [first, second]  # oldest first, as ComfyUI
+        assert (await http.post("/queue", json={"delete": [first, "unknown"]})).status_code == 200
+        clear = await http.post("/queue", json={"clear": True})
+        after = (await http.get("/queue")).json()["queue_pending"]
+        stats = (await http.get("/system_stats")).json()
+        cancelled = (await served.gateway.queue.get(first)).status
+    assert clear.status_code == 400 and clear.json()["error"]["details"]["field"] == "clear"
+    assert [row[1] for row in after] == [second]
+    assert cancelled == "cancelled"
+    assert stats["devices"] == [] and stats["system"]["comfyui_version"].startswith("comfyfleet")

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Form, Query, Request, UploadFile, WebSocket, WebS
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from comfyfleet.errors import ComfyFleetError, InvalidRequest, NotFound
+from comfyfleet.errors import ComfyFleetError, Conflict, InvalidRequest, NotFound
 from comfyfleet.gateway import comfy_face, sse
 from comfyfleet.gateway.auth import authorize
 from comfyfleet.gateway.comfy_uploads import Uploads
@@ -138,6 +138,74 @@ async def upload_image(
     return _uploads(gateway).save(
         image.filename or "image.png", data, subfolder, overwrite.lower() in ("true", "1")
     )
+
+
+@router.get("/prompt", summary="Prompts waiting or running on the whole fleet")
+async def prompt_info(gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    return {"exec_info": {"queue_remaining": await _remaining(gateway)}}
+
+
+async def _remaining(gateway: Any) -> int:
+    counts = (await gateway.queue.stats()).counts
+    return counts.get("queued", 0) + counts.get("running", 0)
+
+
+@router.post("/interrupt", summary="Interrupt a prompt (ComfyUI 0.8's {prompt_id} body)")
+async def interrupt(request: Request, gateway: GatewayDep, _: Submitter) -> Response:
+    """With ``prompt_id``: that task is cancelled (queued: never runs; running: its prompt is
+    interrupted). Without one ComfyUI stops whatever runs; a fleet has no single running prompt,
+    so nothing is done."""
+    raw = await request.body()
+    data = decode_json(raw) if raw.strip() else {}
+    prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+    if isinstance(prompt_id, str) and prompt_id:
+        with contextlib.suppress(NotFound, Conflict):
+            await gateway.fleet.cancel(prompt_id)
+    return Response(status_code=200)
+
+
+@router.post("/queue", summary="Remove pending prompts ({delete: [ids]})")
+async def queue_edit(request: Request, gateway: GatewayDep, _: Submitter) -> Response:
+    data = decode_json(await request.body())
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if data.get("clear"):
+        raise InvalidRequest(
+            "'clear' is not supported: the fleet's queue is shared; delete your prompts by id",
+            field="clear",
+        )
+    for prompt_id in data.get("delete") or []:
+        if isinstance(prompt_id, str):
+            with contextlib.suppress(NotFound, Conflict):
+                task = await gateway.queue.get(prompt_id)
+                if task.status == "queued":  # ComfyUI's delete removes pending prompts only
+                    await gateway.fleet.cancel(prompt_id)
+    return Response(status_code=200)
+
+
+@router.get("/system_stats", summary="ComfyUI's system_stats, for the gateway itself")
+async def system_stats(gateway: GatewayDep, _: Reader) -> dict[str, Any]:
+    """Clients poll it to see that "ComfyUI" is up; the devices are the backends' business."""
+    import platform
+    import sys
+
+    import psutil
+
+    from comfyfleet import __version__
+
+    memory = psutil.virtual_memory()
+    return {
+        "system": {
+            "os": platform.system().lower(),
+            "ram_total": memory.total,
+            "ram_free": memory.available,
+            "comfyui_version": f"comfyfleet-gateway {__version__}",
+            "python_version": sys.version,
+            "embedded_python": False,
+            "argv": [],
+        },
+        "devices": [],
+    }
 
 
 @router.get("/history/{prompt_id}", summary="A finished prompt, as ComfyUI's history shows it")
@@ -255,8 +323,7 @@ async def websocket(
             while True:
                 await socket.receive_text()  # feature_flags and the like: nothing to answer
 
-    stats = await gateway.queue.stats()
-    remaining = stats.counts.get("queued", 0) + stats.counts.get("running", 0)
+    remaining = await _remaining(gateway)
     status = {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}
     await send({"type": "status", "data": status})
     reader = asyncio.create_task(receive())
