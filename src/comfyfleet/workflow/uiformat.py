@@ -158,18 +158,26 @@ class _Converter:
         return _by_slot(values)
 
     def _positional(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+        """The frontend loads ``widgets_values`` by position; ``widgets_values_named`` (which
+        the official templates carry, the frontend does not read) settles a list whose length
+        does not fit this ComfyUI's widgets, name by name."""
         named = node.get("widgets_values_named")
         values = node.get("widgets_values")
-        if not isinstance(named, Mapping) and isinstance(values, Mapping):
-            named = values  # some nodes save their widgets by name
+        provided = {e.get("name") for e in node.get("inputs") or [] if e.get("link") is not None}
+        provided.update(node.get("_overrides") or {})
         try:
-            if isinstance(named, Mapping):  # by name: frontend-only widgets simply do not match
-                return read_named(info, named)
+            if isinstance(values, Mapping):  # some nodes save their widgets by name
+                return read_named(info, values, provided)
             if values is None:
                 values = []
             if not isinstance(values, list):
-                raise LayoutError("has unreadable widgets_values")
-            return read_positional(info, values)
+                raise LayoutError("has unreadable widgets_values", version_skew=False)
+            try:
+                return read_positional(info, values)
+            except LayoutError:
+                if not isinstance(named, Mapping):
+                    raise
+                return read_named(info, named, provided)  # frontend-only widgets do not match
         except LayoutError as exc:
             skew = "; the workflow was saved with a different version of the node"
             raise _unfaithful(

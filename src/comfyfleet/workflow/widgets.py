@@ -25,7 +25,7 @@ none of the frontend's own widgets can shift anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,7 @@ class _Walk:
     value_of: Callable[[str, int], Any]
     values: dict[str, Any]
     slots: list[str]
+    missing: list[str]  # required widgets without a saved value
 
     def run(self, specs: Sequence[InputSpec], prefix: str = "") -> None:
         for spec in specs:
@@ -102,7 +103,7 @@ class _Walk:
             if spec.type == AUTOGROW:
                 _check_autogrow(spec, name)
             elif spec.type == DYNAMIC_COMBO:
-                value = self._take(name)
+                value = self._take(name, spec.required)
                 self.run(_option_specs(spec, name, value), prefix=f"{name}.")
             elif spec.is_dynamic:
                 raise LayoutError(
@@ -111,17 +112,19 @@ class _Walk:
                     version_skew=False,
                 )
             elif spec.is_widget:
-                self._take(name)
+                self._take(name, spec.required)
                 if has_control(spec):
                     self.slots.append(CONTROL)
                 if spec.is_upload:
                     self.slots.append(UPLOAD)
 
-    def _take(self, name: str) -> Any:
+    def _take(self, name: str, required: bool) -> Any:
         value = self.value_of(name, len(self.slots))
         self.slots.append(name)
         if value is not _MISSING:
             self.values[name] = value
+        elif required:
+            self.missing.append(name)
         return value
 
 
@@ -150,10 +153,16 @@ def _option_specs(spec: InputSpec, name: str, value: Any) -> list[InputSpec]:
     return list(input_specs({"input": chosen.get("inputs") or {}}).values())
 
 
-def read_named(info: Mapping[str, Any], named: Mapping[str, Any]) -> dict[str, Any]:
-    """Widget values saved by name: only names the class has are kept."""
-    walk = _Walk(lambda name, _pos: named.get(name, _MISSING), {}, [])
+def read_named(
+    info: Mapping[str, Any], named: Mapping[str, Any], provided: Collection[str] = ()
+) -> dict[str, Any]:
+    """Widget values saved by name: only names the class has are kept, and every required
+    widget must have one unless ``provided`` otherwise (linked), or `LayoutError`."""
+    walk = _Walk(lambda name, _pos: named.get(name, _MISSING), {}, [], [])
     walk.run(list(input_specs(info).values()))
+    missing = [name for name in walk.missing if name not in provided]
+    if missing:
+        raise LayoutError(f"has no saved value for input {missing[0]!r}", missing[0])
     return walk.values
 
 
@@ -164,7 +173,7 @@ def read_positional(info: Mapping[str, Any], values: Sequence[Any]) -> dict[str,
     def value_of(_name: str, pos: int) -> Any:
         return values[pos] if pos < len(values) else _MISSING
 
-    walk = _Walk(value_of, {}, [])
+    walk = _Walk(value_of, {}, [], [])
     walk.run(list(input_specs(info).values()))
     slots = walk.slots
     optional_tail = next((i for i, s in enumerate(reversed(slots)) if s != UPLOAD), len(slots))
@@ -182,7 +191,7 @@ def widget_slots(info: Mapping[str, Any]) -> tuple[list[str], int]:
     """The names behind each ``widgets_values`` position (dynamic combos at their default), and
     how many trailing ones may be absent (upload buttons). Control and upload positions carry
     the placeholder names `CONTROL` and `UPLOAD`."""
-    walk = _Walk(lambda _name, _pos: _MISSING, {}, [])
+    walk = _Walk(lambda _name, _pos: _MISSING, {}, [], [])
     walk.run(list(input_specs(info).values()))
     tail = next((i for i, s in enumerate(reversed(walk.slots)) if s != UPLOAD), len(walk.slots))
     return walk.slots, tail

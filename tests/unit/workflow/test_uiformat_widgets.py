@@ -84,8 +84,11 @@ def test_dynamic_combo_by_name_keeps_only_the_chosen_options_widgets(object_info
 
 
 def test_dynamic_combo_that_does_not_fit_is_refused_naming_node_and_input(object_info) -> None:
-    with pytest.raises(WorkflowFormatError, match=r"node 2 \(ResizeImageMaskNode\) input "
-                       r"'resize_type' is 'scale by magic', which is none of") as info:  # fmt: skip
+    with pytest.raises(
+        WorkflowFormatError,
+        match=r"node 2 \(ResizeImageMaskNode\) input "
+        r"'resize_type' is 'scale by magic', which is none of",
+    ) as info:
         ui_to_api(resize(["scale by magic", 2.0, "area"]), object_info)
     assert info.value.details == {
         "node_id": "2",
@@ -174,8 +177,9 @@ def test_custom_combo_keeps_its_choice_and_drops_the_frontends_option_list(objec
 
 
 def test_inputs_the_browser_makes_are_refused_naming_node_and_input(object_info) -> None:
-    load3d = node(13, "Load3D", ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear",
-                                 "", 1024, 1024])  # fmt: skip
+    load3d = node(
+        13, "Load3D", ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear", "", 1024, 1024]
+    )
     with pytest.raises(WorkflowFormatError) as info:
         ui_to_api({"nodes": [load3d]}, object_info)
     assert info.value.message.startswith(
@@ -189,3 +193,39 @@ def test_inputs_the_browser_makes_are_refused_naming_node_and_input(object_info)
     # Bypassed, such a node is left out like any other: nothing to refuse.
     webcam["mode"] = 4
     assert ui_to_api({"nodes": [webcam]}, object_info) == {}
+
+
+def test_positional_values_win_and_names_settle_a_list_that_does_not_fit(object_info) -> None:
+    """The frontend loads ``widgets_values`` by position (it never reads
+    ``widgets_values_named``): when both fit, the positional value is what it exports."""
+    stale = node(
+        1,
+        "LoadImage",
+        ["shown.png", "image"],
+        widgets_values_named={"image": "stale.png", "upload": "image"},
+    )
+    assert api(ui_to_api({"nodes": [stale]}, object_info)) == {"1": {"image": "shown.png"}}
+    # A list from another version of the class (CreateVideo gained widgets): read by name,
+    # the widgets this ComfyUI lacks are left out.
+    newer = node(
+        2,
+        "CreateVideo",
+        [30, 8, "sRGB"],
+        widgets_values_named={"fps": 30, "bit_depth": 8, "color_space": "sRGB"},
+    )
+    assert api(ui_to_api({"nodes": [newer]}, object_info)) == {"2": {"fps": 30}}
+    # By name, a required widget without a value is refused, not left for ComfyUI to miss.
+    lacking = node(
+        3, "CreateVideo", [8, "sRGB"], widgets_values_named={"bit_depth": 8, "color_space": "sRGB"}
+    )
+    with pytest.raises(
+        WorkflowFormatError,
+        match=r"node 3 \(CreateVideo\) has no saved value "
+        r"for input 'fps'; the workflow was saved with a different version",
+    ):
+        ui_to_api({"nodes": [lacking]}, object_info)
+    # ... unless a link gives it.
+    lacking["inputs"] = [{"name": "fps", "type": "FLOAT", "widget": {"name": "fps"}, "link": 7}]
+    source = node(4, "PrimitiveFloat", [24.0], outputs=[{"name": "FLOAT", "links": [7]}])
+    data = {"nodes": [source, lacking], "links": [[7, 4, 0, 3, 0, "FLOAT"]]}
+    assert api(ui_to_api(data, object_info))["3"] == {"fps": ["4", 0]}
