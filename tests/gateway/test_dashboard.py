@@ -7,6 +7,7 @@ the docs are the pages as tested); without it nothing is written."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 
 from comfyfleet.config import Settings
@@ -180,6 +182,69 @@ async def test_template_submit_through_the_form(gateway: Served, page: Page) -> 
     assert task["result"]["artifacts"][0]["filename"].startswith("green")
 
 
+UI_WORKFLOW = {
+    "last_node_id": 3,
+    "last_link_id": 2,
+    "nodes": [
+        {
+            "id": 1,
+            "type": "LoadImage",
+            "inputs": [],
+            "outputs": [
+                {"name": "IMAGE", "type": "IMAGE", "links": [1]},
+                {"name": "MASK", "type": "MASK", "links": None},
+            ],
+            "widgets_values": ["example.png", "image"],
+        },
+        {
+            "id": 2,
+            "type": "ImageInvert",
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}],
+            "widgets_values": [],
+        },
+        {
+            "id": 3,
+            "type": "SaveImage",
+            "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
+            "outputs": [],
+            "widgets_values": ["inverted"],
+        },
+    ],
+    "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+    "version": 0.4,
+}
+
+
+async def test_ui_format_file_and_an_input_image(
+    gateway: Served, page: Page, tmp_path: Path
+) -> None:
+    """A UI-format workflow file and an image picked in the form: converted by the gateway,
+    the image goes into LoadImage, the inverted picture comes back."""
+    workflow_file = tmp_path / "invert.json"
+    workflow_file.write_text(json.dumps(UI_WORKFLOW))
+    photo = tmp_path / "red.png"
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(photo)
+    await page.goto(f"{gateway.url}/#/submit")
+    await page.click('[data-tab="workflow"]')
+    await page.set_input_files("#workflow-file", str(workflow_file))
+    await expect(page.locator("#nodes")).to_contain_text("UI format")
+    await page.set_input_files("#image-files", str(photo))
+    await expect(page.locator('#images [data-image="red.png"] img')).to_be_visible()
+    await page.click("#submit")
+
+    await page.wait_for_url(re.compile(r"#/task/"))
+    await expect(page.locator("#task-status [data-state]")).to_have_text("succeeded")
+    image = page.locator('#artifacts img[data-loaded="true"]')
+    await expect(image).to_be_visible()
+    assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [40, 20]
+    task_id = await page.locator("#task-id").inner_text()
+    async with gateway.client() as http:
+        task = (await http.get(f"/api/v1/tasks/{task_id}")).json()
+        artifact = await http.get(task["result"]["artifacts"][0]["url"])
+    assert Image.open(io.BytesIO(artifact.content)).convert("RGB").getpixel((0, 0)) == (0, 255, 255)
+
+
 async def test_invalid_workflow_shows_the_error_at_its_node(gateway: Served, page: Page) -> None:
     bad = json.loads(json.dumps(WORKFLOW))
     bad["1"]["inputs"]["width"] = 0  # below EmptyImage's minimum
@@ -241,6 +306,16 @@ async def test_cancel_from_the_task_page(gateway: Served, page: Page) -> None:
     async with gateway.client() as http:
         after = (await http.get(f"/api/v1/tasks/{task['id']}")).json()
     assert after["status"] == "cancelled"
+    # Retry: the same request as a new task, whose page says where it came from.
+    await page.click("#retry")
+    await expect(page.locator("#task-id")).not_to_have_text(task["id"])
+    await expect(page.locator("#inputs [data-task-link]")).to_have_attribute(
+        "data-task-link", task["id"]
+    )
+    again = await page.locator("#task-id").inner_text()
+    async with gateway.client() as http:
+        assert (await http.get(f"/api/v1/tasks/{again}/inputs")).json()["retry_of"] == task["id"]
+        await http.post(f"/api/v1/tasks/{again}/cancel")
 
 
 async def test_tasks_page_lists_errors_and_filters(gateway: Served, page: Page) -> None:
