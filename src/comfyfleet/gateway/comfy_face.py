@@ -53,6 +53,12 @@ async def enqueue(
     return task, submission
 
 
+async def queue_remaining(gateway: Gateway) -> int:
+    """ComfyUI's ``queue_remaining``: the fleet's queued and running tasks."""
+    counts = (await gateway.queue.stats()).counts
+    return counts.get("queued", 0) + counts.get("running", 0)
+
+
 def next_number() -> int:
     """ComfyUI's ``number`` (its queue position counter), per gateway process."""
     return next(_numbers)

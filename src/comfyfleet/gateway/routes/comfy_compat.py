@@ -6,36 +6,33 @@ the fleet looks like one big ComfyUI.
 Salad's synchronous answer; anything else is ComfyUI's body (``prompt``, ``client_id``,
 ``extra_data``, ``prompt_id``...), queued on the fleet and answered ``{prompt_id, number,
 node_errors}`` at once (400 with ComfyUI's ``node_errors`` when invalid). ``/ws?clientId=``
-sends ComfyUI's messages for the prompts that client submitted; ``/history``, ``/view``,
-``/queue`` and ``/object_info`` answer in ComfyUI's shapes. See docs/gateway.md for what is not
+(`comfy_ws`) sends ComfyUI's messages for the prompts that client submitted; ``/history``,
+``/view``, ``/queue``, ``/object_info``, ``/upload/image``, ``/interrupt`` and ``/system_stats``
+answer in ComfyUI's shapes. See docs/gateway.md for what is not
 supported.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections import defaultdict, deque
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
-from fastapi.encoders import jsonable_encoder
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from comfyfleet.errors import ComfyFleetError, Conflict, InvalidRequest, NotFound
-from comfyfleet.gateway import comfy_face, sse
-from comfyfleet.gateway.auth import authorize
+from comfyfleet.errors import Conflict, InvalidRequest, NotFound
+from comfyfleet.gateway import comfy_face
 from comfyfleet.gateway.comfy_uploads import Uploads
 from comfyfleet.gateway.deps import GatewayDep, Reader, Submitter
 from comfyfleet.gateway.intake import decode_json
-from comfyfleet.gateway.routes import salad
+from comfyfleet.gateway.routes import comfy_ws, salad
 from comfyfleet.gateway.routes.artifacts import get_artifact
 from comfyfleet.gateway.schemas import ERROR_RESPONSES
-from comfyfleet.gateway.views import task_out
 
 router = APIRouter(tags=["ComfyUI-compatible"], responses=ERROR_RESPONSES)
+router.include_router(comfy_ws.router)
 PROMPT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "ComfyUI: {prompt_id, number, node_errors}; Salad: its answer"},
     202: {"description": "Salad body with a webhook: accepted, answered at once"},
@@ -46,28 +43,9 @@ PROMPT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class Clients:
-    """Which websocket clients wait for which prompts (per gateway process)."""
-
-    def __init__(self) -> None:
-        self.listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
-        self.recent: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=64))
-
-    def submitted(self, client_id: str, prompt_id: str) -> None:
-        self.recent[client_id].append(prompt_id)
-        for inbox in self.listeners.get(client_id, ()):
-            inbox.put_nowait(prompt_id)
-
-
 def _uploads(gateway: Any) -> Uploads:
     settings = gateway.settings
     return Uploads(Path(settings.data_dir) / "comfy-uploads", settings.max_input_bytes)
-
-
-def _clients(app: Any) -> Clients:
-    if not hasattr(app.state, "comfy_clients"):
-        app.state.comfy_clients = Clients()
-    return app.state.comfy_clients
 
 
 @router.post(
@@ -118,7 +96,7 @@ async def post_prompt(request: Request, gateway: GatewayDep, _: Submitter) -> Re
     except InvalidRequest as exc:
         return JSONResponse(comfy_face.rejection(exc, graph), status_code=400)
     if client_id:
-        _clients(request.app).submitted(client_id, task.id)
+        comfy_ws.clients(request.app).submitted(client_id, task.id)
     return JSONResponse({"prompt_id": task.id, "number": number, "node_errors": {}})
 
 
@@ -142,12 +120,7 @@ async def upload_image(
 
 @router.get("/prompt", summary="Prompts waiting or running on the whole fleet")
 async def prompt_info(gateway: GatewayDep, _: Reader) -> dict[str, Any]:
-    return {"exec_info": {"queue_remaining": await _remaining(gateway)}}
-
-
-async def _remaining(gateway: Any) -> int:
-    counts = (await gateway.queue.stats()).counts
-    return counts.get("queued", 0) + counts.get("running", 0)
+    return {"exec_info": {"queue_remaining": await comfy_face.queue_remaining(gateway)}}
 
 
 @router.post("/interrupt", summary="Interrupt a prompt (ComfyUI 0.8's {prompt_id} body)")
@@ -275,76 +248,3 @@ async def object_info_one(node_class: str, gateway: GatewayDep, _: Reader) -> di
         if node_class in catalogue:
             return {node_class: catalogue[node_class]}
     return {}
-
-
-@router.websocket("/ws")
-async def websocket(
-    socket: WebSocket,
-    client_id: Annotated[str | None, Query(alias="clientId")] = None,
-    token: str | None = None,
-) -> None:
-    """ComfyUI's message stream for the prompts this ``clientId`` submitted (others are not
-    shown: the fleet's other users are not this client's business)."""
-    gateway = socket.app.state.gateway
-    header = socket.headers.get("authorization") or (f"Bearer {token}" if token else None)
-    host = socket.client.host if socket.client else None
-    try:
-        authorize(gateway.keys.authenticate(header, host), "read")
-    except ComfyFleetError:
-        await socket.close(code=1008)
-        return
-    await socket.accept()
-    sid = client_id or uuid.uuid4().hex
-    clients = _clients(socket.app)
-    inbox: asyncio.Queue[str] = asyncio.Queue()
-    clients.listeners[sid].add(inbox)
-    for prompt_id in list(clients.recent.get(sid, ())):
-        inbox.put_nowait(prompt_id)
-    lock = asyncio.Lock()
-    followers: set[asyncio.Task[None]] = set()
-
-    async def send(message: dict[str, Any]) -> None:
-        async with lock:
-            await socket.send_json(message)
-
-    async def follow(prompt_id: str) -> None:
-        translator = comfy_face.Translator(prompt_id)
-        base = str(socket.base_url).replace("ws", "http", 1)
-
-        def present(task: Any) -> dict[str, Any]:
-            return jsonable_encoder(task_out(task, base))
-
-        async for name, data in sse.task_events(gateway.queue, gateway.events, prompt_id, present):
-            for message in translator.messages(name, data):
-                await send(message)
-
-    async def receive() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                await socket.receive_text()  # feature_flags and the like: nothing to answer
-
-    remaining = await _remaining(gateway)
-    status = {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}
-    await send({"type": "status", "data": status})
-    reader = asyncio.create_task(receive())
-    seen: set[str] = set()
-    try:
-        while not reader.done():
-            getter = asyncio.ensure_future(inbox.get())
-            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                break
-            prompt_id = getter.result()
-            if prompt_id not in seen:
-                seen.add(prompt_id)
-                follower = asyncio.create_task(follow(prompt_id))
-                followers.add(follower)
-                follower.add_done_callback(followers.discard)
-    finally:
-        clients.listeners[sid].discard(inbox)
-        if not clients.listeners[sid]:
-            del clients.listeners[sid]
-        for task in [reader, *followers]:
-            task.cancel()
-        await asyncio.gather(reader, *followers, return_exceptions=True)
