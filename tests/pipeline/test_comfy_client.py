@@ -22,6 +22,20 @@ async def test_basics(comfy, client) -> None:
     await client.free()
 
 
+async def test_history_is_deleted_in_batches_and_the_rest_on_close(comfy) -> None:
+    async with Client(comfy.url, history_batch=3) as batched:
+        ids = []
+        for color in (1, 2, 3, 4):
+            prompt_id = await batched.submit(w1(color=color))
+            await batched.wait(prompt_id, deadline=time.monotonic() + 10)
+            await batched.delete_history([prompt_id])
+            ids.append(prompt_id)
+            if color == 2:  # not yet a batch: still there
+                assert set(comfy.queue.get_history()) == set(ids)
+        assert set(comfy.queue.get_history()) == {ids[3]}  # one batch of three went
+    assert comfy.queue.get_history() == {}  # the rest on close
+
+
 async def test_upload_renames_unless_overwritten(comfy, client) -> None:
     first = await client.upload("x.png", png(color=(1, 1, 1)), overwrite=False)
     same = await client.upload("x.png", png(color=(1, 1, 1)), overwrite=False)

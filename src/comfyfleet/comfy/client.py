@@ -84,10 +84,10 @@ class Client(ComfyHTTP):
         await self.close()
 
     async def close(self) -> None:
-        if self._unforgotten:
+        if self._unforgotten:  # the last batch; briefly (ComfyUI may be gone)
+            ids, self._unforgotten = self._unforgotten, []
             with contextlib.suppress(ComfyFleetError):
-                await super().delete_history(self._unforgotten)
-            self._unforgotten = []
+                await self._post("/history", json={"delete": ids}, timeout=2.0)
         if self._events is not None:
             await self._events.close()
             self._events = None
