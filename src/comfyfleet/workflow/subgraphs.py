@@ -27,7 +27,8 @@ from typing import Any
 from comfyfleet.errors import WorkflowFormatError
 
 INPUT_NODE, OUTPUT_NODE = -10, -20
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+# Subgraph input types that give the instance a widget (a V3 dynamic combo shows as a combo).
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"})
 MAX_DEPTH = 32
 Link = dict[str, Any]
 
