@@ -422,3 +422,23 @@ async def test_api_key_stays_in_the_session_and_out_of_urls(
         assert await page.evaluate("sessionStorage.getItem('comfyfleet.key')") == key
         assert await page.evaluate("localStorage.length") == 0
         assert requests and not [url for url in requests if key in url]
+
+
+async def test_tasks_page_pages_through_older_tasks(gateway: Served, page: Page) -> None:
+    async with gateway.client() as http:
+        await http.post("/api/v1/backends/comfy/drain")  # they stay queued: no runs needed
+        ids = [
+            (await http.post("/api/v1/tasks", json={"workflow": WORKFLOW})).json()["id"]
+            for _ in range(27)
+        ]
+    await page.goto(f"{gateway.url}/#/tasks")
+    rows = page.locator("#tasks tbody tr[data-task]")
+    await expect(rows).to_have_count(25)
+    await expect(rows.first).to_have_attribute("data-task", ids[-1])  # newest first
+    await expect(page.locator("#page-newer")).to_be_disabled()
+    await page.click("#page-older")
+    await expect(rows).to_have_count(2)
+    assert [await r.get_attribute("data-task") for r in await rows.all()] == ids[1::-1]
+    await expect(page.locator("#page-older")).to_be_disabled()
+    await page.click("#page-newer")
+    await expect(rows).to_have_count(25)

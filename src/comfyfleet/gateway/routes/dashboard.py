@@ -6,6 +6,7 @@ round trip. With API keys the page asks for a key first and nothing is embedded.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from comfyfleet.gateway.routes.workers import list_workers
 from comfyfleet.gateway.state import DEMO_LABEL, Gateway
 from comfyfleet.gateway.views import task_out
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 INDEX = Path(__file__).resolve().parent.parent / "static" / "index.html"
 MARKER = "<!--BOOT-->"
@@ -56,7 +58,11 @@ def embed(data: dict[str, Any]) -> str:
 @router.get("/")
 async def dashboard(request: Request) -> HTMLResponse:
     gateway: Gateway = request.app.state.gateway
-    boot = await boot_data(request, gateway)
+    try:
+        boot = await boot_data(request, gateway)
+    except Exception as exc:  # the page still loads (and says why once its scripts ask)
+        log.warning("dashboard: no embedded data (%s)", exc)
+        boot = {"demo": DEMO_LABEL if gateway.demo else None}
     html = INDEX.read_text(encoding="utf-8").replace(
         MARKER, f'<script type="application/json" id="boot">{embed(boot)}</script>'
     )
