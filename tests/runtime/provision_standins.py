@@ -18,8 +18,11 @@ COMFY_MAIN = '''"""Stand-in ComfyUI main.py: ComfyUI's flags, then comfyfleet's 
 import argparse
 import os
 import sys
+import time
 
 import standin_runtime  # from requirements.txt: proves the volume's venv runs this file
+
+time.sleep(float(os.environ.get("STANDIN_BOOT_SECONDS", "0")))  # a real ComfyUI imports torch
 
 print(f"stand-in ComfyUI {VERSION} on python {sys.prefix}", flush=True)
 from comfyfleet.testing.__main__ import main
