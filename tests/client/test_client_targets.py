@@ -425,3 +425,51 @@ async def test_worker_local_api_status_of_a_job_it_did_not_submit(worker: Worker
         assert (await mine.status()).status in ("queued", "running")
         assert (await mine.wait()).ok
         assert (await mine.status()).status == "succeeded"
+
+
+async def test_runsync_answers_at_once(worker: WorkerProcess) -> None:
+    async with AsyncClient(worker.url, kind="worker", sync=True) as client:
+        job = await client.submit(SOLID)
+        target = await client.target()
+        assert job.id in target._final  # type: ignore[attr-defined]  (no /status needed)
+        result = await job.wait()
+    assert result.ok and [o.filename for o in result.outputs] == ["solid_00001_.png"]
+
+
+LOAD_INVERT = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "url"}},
+}
+
+
+async def test_image_urls_are_fetched_by_the_target_and_refused_when_private(
+    make_gateway_settings, comfy_process: ComfyTestServer, tmp_path: Path
+) -> None:
+    files = web.Application()
+
+    async def picture(_request: web.Request) -> web.Response:
+        return web.Response(body=png((0, 0, 0)), content_type="image/png")
+
+    files.router.add_get("/a.png", picture)
+    runner, base = await serve_app(files)
+    try:
+        for allow in (True, False):
+            settings = make_gateway_settings(
+                backends=[f"comfy={comfy_process.url}"], allow_private_urls=allow
+            )
+            async with serve(create_app(settings)) as served, AsyncClient(served.url) as client:
+                if allow:
+                    result = await client.run(LOAD_INVERT, images=[f"{base}/a.png"])
+                    (path,) = await result.asave(tmp_path)
+                else:
+                    from comfyfleet.errors import ForbiddenURL
+
+                    with pytest.raises(ForbiddenURL) as caught:
+                        await client.submit(LOAD_INVERT, images=[f"{base}/a.png"])
+    finally:
+        await runner.cleanup()
+    from PIL import Image
+
+    assert Image.open(path).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    assert "images[0]" in caught.value.message or caught.value.details.get("field") == "images[0]"
