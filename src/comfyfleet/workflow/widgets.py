@@ -19,14 +19,17 @@ that list from the catalogue (``object_info``), as the frontend does when it cre
 * an input the browser itself makes while exporting (`BROWSER_MADE`: a webcam capture, a
   microphone recording, a render of the 3D viewport) cannot be converted: refused, named.
 
-A node saved with ``widgets_values_named`` (or a dict of values) is read by name instead, so
-none of the frontend's own widgets can shift anything.
+The frontend loads the list by position, so that comes first. A list that does not fit the
+layout was saved with another version of the class: one that stops short is read as the
+frontend reads it (the widgets it lacks keep their defaults) when every value fits the widget
+it lands on; one that is too long, or one whose values do not fit, is settled by the node's
+``widgets_values_named`` when the file has them (the official templates do), else refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.workflow.nodeinfo import InputSpec, input_specs
@@ -57,6 +60,8 @@ BROWSER_MADE = {
 }
 
 CONTROL = "<control_after_generate>"
+CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+_PLAIN_DEFAULTS: dict[str, Any] = {"INT": 0, "FLOAT": 0, "STRING": "", "BOOLEAN": False}
 UPLOAD = "<upload>"
 _MISSING = object()
 
@@ -86,9 +91,10 @@ class _Walk:
     """One pass over a class's widgets; ``value_of(name, position)`` reads a saved value."""
 
     value_of: Callable[[str, int], Any]
-    values: dict[str, Any]
-    slots: list[str]
-    missing: list[str]  # required widgets without a saved value
+    values: dict[str, Any] = field(default_factory=dict)
+    slots: list[str] = field(default_factory=list)
+    specs: list[InputSpec | None] = field(default_factory=list)  # per slot; None: the frontend's
+    missing: list[str] = field(default_factory=list)  # required widgets without a saved value
 
     def run(self, specs: Sequence[InputSpec], prefix: str = "") -> None:
         for spec in specs:
@@ -103,7 +109,7 @@ class _Walk:
             if spec.type == AUTOGROW:
                 _check_autogrow(spec, name)
             elif spec.type == DYNAMIC_COMBO:
-                value = self._take(name, spec.required)
+                value = self._take(name, spec)
                 self.run(_option_specs(spec, name, value), prefix=f"{name}.")
             elif spec.is_dynamic:
                 raise LayoutError(
@@ -112,18 +118,21 @@ class _Walk:
                     version_skew=False,
                 )
             elif spec.is_widget:
-                self._take(name, spec.required)
+                self._take(name, spec)
                 if has_control(spec):
                     self.slots.append(CONTROL)
+                    self.specs.append(None)
                 if spec.is_upload:
                     self.slots.append(UPLOAD)
+                    self.specs.append(None)
 
-    def _take(self, name: str, required: bool) -> Any:
+    def _take(self, name: str, spec: InputSpec) -> Any:
         value = self.value_of(name, len(self.slots))
         self.slots.append(name)
+        self.specs.append(spec)
         if value is not _MISSING:
             self.values[name] = value
-        elif required:
+        elif spec.required:
             self.missing.append(name)
         return value
 
@@ -158,7 +167,7 @@ def read_named(
 ) -> dict[str, Any]:
     """Widget values saved by name: only names the class has are kept, and every required
     widget must have one unless ``provided`` otherwise (linked), or `LayoutError`."""
-    walk = _Walk(lambda name, _pos: named.get(name, _MISSING), {}, [], [])
+    walk = _Walk(lambda name, _pos: named.get(name, _MISSING))
     walk.run(list(input_specs(info).values()))
     missing = [name for name in walk.missing if name not in provided]
     if missing:
@@ -168,18 +177,26 @@ def read_named(
 
 def read_positional(info: Mapping[str, Any], values: Sequence[Any]) -> dict[str, Any]:
     """Positional ``widgets_values`` laid onto the class's widgets, or `LayoutError` when their
-    number does not fit (the node was saved with another version of its class)."""
+    number does not fit (the node was saved with another version of its class).
+
+    A list that stops short (saved before the class gained trailing widgets) is read as the
+    frontend loads it, the missing widgets at their defaults, but only when every saved value
+    fits the widget it lands on: a value out of place (a seed's control missing, say) would
+    shift all that follow."""
 
     def value_of(_name: str, pos: int) -> Any:
         return values[pos] if pos < len(values) else _MISSING
 
-    walk = _Walk(value_of, {}, [], [])
+    walk = _Walk(value_of)
     walk.run(list(input_specs(info).values()))
     slots = walk.slots
     optional_tail = next((i for i, s in enumerate(reversed(slots)) if s != UPLOAD), len(slots))
     extra = FRONTEND_ONLY_WIDGETS.get(str(info.get("name")), 0)
     most = len(values) if extra is None else len(slots) + extra
-    if not len(slots) - optional_tail <= len(values) <= most:
+    short = len(values) < len(slots) - optional_tail
+    if short and _all_fit(walk, values):
+        return walk.values | _defaults(walk, len(values))
+    if short or len(values) > most:
         raise LayoutError(
             f"has {len(values)} widget values but this ComfyUI's {info.get('name')} has "
             f"{len(slots)} widgets"
@@ -187,11 +204,53 @@ def read_positional(info: Mapping[str, Any], values: Sequence[Any]) -> dict[str,
     return walk.values
 
 
+def _all_fit(walk: _Walk, values: Sequence[Any]) -> bool:
+    return all(_fits(walk.slots[i], walk.specs[i], value) for i, value in enumerate(values))
+
+
+def _fits(slot: str, spec: InputSpec | None, value: Any) -> bool:
+    """Could the frontend's widget at this slot hold this value?"""
+    if slot == CONTROL:
+        return value in CONTROL_VALUES
+    if spec is None:  # an upload button: any value
+        return True
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if spec.is_combo or spec.type == DYNAMIC_COMBO:
+        options = spec.combo_options
+        if spec.type == DYNAMIC_COMBO:
+            options = [o.get("key") for o in spec.options.get("options") or []]
+        return value in options if options else isinstance(value, str) or number
+    if spec.type == "INT":
+        return number and float(value).is_integer()
+    if spec.type == "FLOAT":
+        return number
+    if spec.type == "BOOLEAN":
+        return isinstance(value, bool)
+    return isinstance(value, str)  # STRING
+
+
+def _defaults(walk: _Walk, start: int) -> dict[str, Any]:
+    """The values the frontend gives the widgets from ``start`` on when it creates them."""
+    found: dict[str, Any] = {}
+    for slot, spec in zip(walk.slots[start:], walk.specs[start:], strict=True):
+        if spec is None:
+            continue
+        if "default" in spec.options:
+            found[slot] = spec.options["default"]
+        elif spec.is_combo and spec.combo_options:
+            found[slot] = spec.combo_options[0]
+        elif spec.type in _PLAIN_DEFAULTS:
+            found[slot] = _PLAIN_DEFAULTS[spec.type]
+        else:
+            raise LayoutError(f"has no saved value for input {slot!r}, which has no default", slot)
+    return found
+
+
 def widget_slots(info: Mapping[str, Any]) -> tuple[list[str], int]:
     """The names behind each ``widgets_values`` position (dynamic combos at their default), and
     how many trailing ones may be absent (upload buttons). Control and upload positions carry
     the placeholder names `CONTROL` and `UPLOAD`."""
-    walk = _Walk(lambda _name, _pos: _MISSING, {}, [], [])
+    walk = _Walk(lambda _name, _pos: _MISSING)
     walk.run(list(input_specs(info).values()))
     tail = next((i for i, s in enumerate(reversed(walk.slots)) if s != UPLOAD), len(walk.slots))
     return walk.slots, tail

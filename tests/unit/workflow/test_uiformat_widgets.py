@@ -229,3 +229,21 @@ def test_positional_values_win_and_names_settle_a_list_that_does_not_fit(object_
     source = node(4, "PrimitiveFloat", [24.0], outputs=[{"name": "FLOAT", "links": [7]}])
     data = {"nodes": [source, lacking], "links": [[7, 4, 0, 3, 0, "FLOAT"]]}
     assert api(ui_to_api(data, object_info))["3"] == {"fps": ["4", 0]}
+
+
+def test_a_short_list_from_an_older_class_takes_defaults_when_every_value_fits(object_info) -> None:
+    """ImageScaleToTotalPixels gained ``resolution_steps`` after this template was saved: the
+    frontend keeps that widget's default. A list short of a seed's control is refused: its
+    values would land one widget off."""
+    older = node(1, "ImageScaleToTotalPixels", ["area", 1.5])
+    assert api(ui_to_api({"nodes": [older]}, object_info))["1"] == {
+        "upscale_method": "area",
+        "megapixels": 1.5,
+        "resolution_steps": 1,
+    }
+    no_control = node(2, "GeminiImageNode", ["a fox", "gemini-2.5-flash-image", 222, "auto"])
+    with pytest.raises(WorkflowFormatError, match=r"node 2 \(GeminiImageNode\) has 4 widget"):
+        ui_to_api({"nodes": [no_control]}, object_info)
+    wrong_type = node(3, "ImageScaleToTotalPixels", ["area", "1.5"])  # a STRING in a FLOAT
+    with pytest.raises(WorkflowFormatError, match=r"node 3 \(ImageScaleToTotalPixels\) has 2"):
+        ui_to_api({"nodes": [wrong_type]}, object_info)
