@@ -231,7 +231,7 @@ def test_positional_values_win_and_names_settle_a_list_that_does_not_fit(object_
     assert api(ui_to_api(data, object_info))["3"] == {"fps": ["4", 0]}
 
 
-def test_a_short_list_from_an_older_class_takes_defaults_when_every_value_fits(object_info) -> None:
+def test_a_short_list_takes_defaults_when_every_value_fits(object_info) -> None:
     """ImageScaleToTotalPixels gained ``resolution_steps`` after this template was saved: the
     frontend keeps that widget's default. A list short of a seed's control is refused: its
     values would land one widget off."""
