@@ -174,3 +174,24 @@ async def test_webhook_progress_needs_a_webhook(make_gateway: Callable[..., Any]
         assert response.status_code == 400
         assert response.json()["error"]["details"]["field"] == "webhook_progress"
         assert await served.count_tasks() == 0
+
+
+async def test_a_remote_agents_progress_is_called_back_too(
+    make_settings: Callable[..., Settings], receiver: Receiver
+) -> None:
+    """A task claimed over the agent protocol: its heartbeats' progress goes out as well."""
+    settings = make_settings(webhook_progress_interval=0.0)
+    async with serve(create_app(settings)) as served, served.client() as http:
+        body = {"workflow": WORKFLOW, "webhook": receiver.url, "webhook_progress": True}
+        task = (await http.post("/api/v1/tasks", json=body)).json()
+        ident = {"agent_id": "r1", "name": "gpu-remote"}
+        claim = await http.post("/api/v1/agent/claim", json=ident)
+        assert claim.json()["task_id"] == task["id"]
+        step = {"stage": "running", "node": "1", "value": 3, "max": 10, "percent": 30.0}
+        beat = await http.post(
+            f"/api/v1/agent/tasks/{task['id']}/heartbeat", json={**ident, "progress": step}
+        )
+        assert beat.status_code == 200
+        called = await receiver.until("task.progress")
+    assert called["id"] == task["id"]
+    assert called["progress"] == step
