@@ -20,6 +20,7 @@ from pathlib import Path
 from comfyfleet.errors import ProvisionError
 
 TAIL_LINES = 15
+_ERROR_PREFIXES = ("fatal:", "error:", "ERROR:")  # git's and pip's own summary lines
 
 
 def run(step: str, argv: Sequence[str], log: Path, *, cwd: Path | None = None) -> str:
@@ -47,7 +48,8 @@ def run(step: str, argv: Sequence[str], log: Path, *, cwd: Path | None = None) -
     text = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
         tail = list(deque((ln for ln in text.splitlines() if ln.strip()), TAIL_LINES))
-        last = tail[-1] if tail else f"exit code {proc.returncode}"
+        errors = [ln.strip() for ln in tail if ln.lstrip().startswith(_ERROR_PREFIXES)]
+        last = "; ".join(errors[-3:]) or (tail[-1] if tail else f"exit code {proc.returncode}")
         raise ProvisionError(
             f"{step}: `{shlex.join(argv)}` failed: {last} (full output: {log})",
             step=step,
