@@ -271,6 +271,8 @@ async def test_dropped_event_stream_is_resumed(gateway: Served) -> None:
     assert proxy.streams >= 2  # it reconnected
     assert result.ok and [o.filename for o in result.outputs] == ["slow_00001_.png"]
     assert events[0].status == "queued"
+    stages = [e.stage for e in events]
+    assert stages.count("queued") == 1 and stages.count("started") == 1, stages  # not replayed
 
 
 # --- RunPod's cloud API (a stand-in) in front of the real worker -----------------------------

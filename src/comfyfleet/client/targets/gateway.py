@@ -42,6 +42,8 @@ class GatewayTarget(Target):
 
     async def follow(self, job_id: str) -> AsyncIterator[ProgressEvent | Result]:
         """The task's event stream; reconnected (it replays the current state) if it breaks."""
+        sent: set[tuple[str, Any]] = set()  # a resumed stream replays what was already said
+        last: dict[str, Any] | None = None
         for attempt in range(self.http.attempts):
             if attempt:
                 await asyncio.sleep(min(self.http.backoff * 2**attempt, 5.0))
@@ -51,8 +53,16 @@ class GatewayTarget(Target):
                         yield self.result(data)
                         return
                     event = _event(name, data)
-                    if event is not None:
-                        yield event
+                    if event is None:
+                        continue
+                    key = (name, data.get("attempts"), bool(data.get("retry")))
+                    if name in ("queued", "started") and key in sent:
+                        continue
+                    if name == "progress" and data == last:
+                        continue
+                    sent.add(key)
+                    last = data if name == "progress" else last
+                    yield event
             except (httpx.TransportError, ServiceUnavailable):
                 continue
             break
