@@ -13,6 +13,7 @@ import pytest
 
 from comfyfleet.errors import WorkflowFormatError
 from comfyfleet.workflow import ui_to_api
+from comfyfleet.workflow.nodeinfo import input_specs
 from comfyfleet.workflow.validate import find_errors
 
 INVERT_ID = "11111111-1111-4111-8111-111111111111"
@@ -184,9 +185,38 @@ def template_files() -> list[Path]:
     return sorted(root.glob("*.json"))
 
 
+def undeclared_and_dynamic_problems(graph: dict, object_info: dict) -> list[str]:
+    """What `find_errors` leaves unchecked: inputs the class does not declare (a value landed on
+    a name the class lacks), V3 dynamic combos set to a key they lack or missing a required
+    input of the chosen option. (How many sockets of an autogrow group are linked is the
+    template's business: one template links one image where ComfyUI 0.8.0 wants two.)"""
+    problems = []
+    for node_id, node in graph.items():
+        info = object_info.get(node["class_type"])
+        if info is None:
+            continue
+        specs = input_specs(info)
+        inputs = node["inputs"]
+        for name in inputs:
+            if name.split(".")[0] not in specs:
+                problems.append(f"{node_id}: undeclared input {name!r}")
+        for spec in specs.values():
+            if spec.type == "COMFY_DYNAMICCOMBO_V3" and spec.name in inputs:
+                options = {o["key"]: o for o in spec.options["options"]}
+                chosen = options.get(inputs[spec.name])
+                if chosen is None:
+                    problems.append(f"{node_id}: {spec.name} = {inputs[spec.name]!r}")
+                    continue
+                for sub in chosen["inputs"].get("required") or {}:
+                    if f"{spec.name}.{sub}" not in inputs:
+                        problems.append(f"{node_id}: {spec.name}.{sub} missing")
+    return problems
+
+
 def test_every_official_template_converts_or_is_refused_with_a_reason(object_info) -> None:
     """Converted graphs are wired as the catalogue says (no link to an output that does not
-    exist, no required input lost); the rest are refused naming why."""
+    exist, no required input lost, nothing set that the class does not declare); the rest are
+    refused naming the node and why."""
     from comfyfleet.workflow.uiformat import is_ui_workflow
 
     converted = refused = 0
@@ -199,6 +229,8 @@ def test_every_official_template_converts_or_is_refused_with_a_reason(object_inf
         except WorkflowFormatError as exc:
             refused += 1
             assert "cannot convert" in exc.message and "Export (API)" in exc.message, path.name
+            node_id = exc.details.get("node_id")
+            assert node_id and f"node {node_id}" in exc.message, (path.name, exc.message)
             continue
         converted += 1
         problems = [
@@ -209,6 +241,7 @@ def test_every_official_template_converts_or_is_refused_with_a_reason(object_inf
             and "COMFY_MATCHTYPE_V3" not in e["message"]
         ]
         assert problems == [], (path.name, problems[:3])
+        assert undeclared_and_dynamic_problems(graph, object_info) == [], path.name
     assert converted > 100 and refused > 0, (converted, refused)
 
 
