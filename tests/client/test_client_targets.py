@@ -475,3 +475,30 @@ async def test_image_urls_are_fetched_by_the_target_and_refused_when_private(
 
     assert Image.open(path).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
     assert "images[0]" in caught.value.message or caught.value.details.get("field") == "images[0]"
+
+
+async def test_cli_submit_to_a_runpod_endpoint_with_the_key_from_env(
+    runpod_cloud: tuple[RunPodCloud, str], tmp_path: Path
+) -> None:
+    import json
+    import os
+    import sys
+
+    _, endpoint = runpod_cloud
+    workflow = tmp_path / "solid.json"
+    workflow.write_text(json.dumps(SOLID))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMFYFLEET_", "RUNPOD_"))}
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("comfyfleet")),
+        "submit", str(workflow), "--target", endpoint, "--kind", "runpod",
+        "--wait", "--out", str(tmp_path / "out"),
+        env={**env, "RUNPOD_API_KEY": RunPodCloud.KEY},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    body = json.loads(out)
+    assert body["status"] == "succeeded"
+    (saved,) = body["outputs"]
+    assert saved["url"].startswith(runpod_cloud[0].bucket_url)
+    assert Path(saved["path"]).read_bytes()[:4] == b"\x89PNG"
