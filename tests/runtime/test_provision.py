@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -327,3 +328,36 @@ def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
     base = {k: v for k, v in ({"COMFYFLEET_PROVISION_DIR": "/v"} | env).items() if v}
     run = provision(base, check_rc=False)
     assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_a_terminal_gets_the_live_display(provisioned, sources, tmp_path: Path) -> None:
+    import pty
+
+    volume = tmp_path / "volume"
+    shutil.copytree(provisioned[0], volume, symlinks=True)
+    (volume / ".comfyfleet/provision/installed.json").unlink()  # every step re-checked
+    leader, follower = pty.openpty()
+    run = subprocess.run(
+        [COMFYFLEET, "provision"],
+        env={**CLEAN, **sources.env(volume), "COLUMNS": "100"},
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        timeout=120,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert run.returncode == 0
+    assert "comfyui: already done" in shown and "model-paths: done in" in shown
+    assert "provision: " not in shown  # the rich display, not the log lines
+    assert run.stdout.startswith(f"{volume}: provisioned in ")

@@ -151,3 +151,22 @@ def test_worker_provisions_an_empty_volume_then_starts_warm_offline(sources, tmp
     assert "volume is provisioned; starting warm" in warm_log
     assert "provision: comfyui" not in warm_log
     assert (volume / ".comfyfleet/logs/swarmui.log").read_text().count("--- launch 1 ") == 2
+
+
+def test_a_worker_whose_install_fails_says_which_step_and_exits_1(sources, tmp_path: Path):
+    volume = tmp_path / "volume"
+    env = sources.env(volume, COMFYFLEET_COMFYUI_REPO=str(tmp_path / "missing.git"))
+    clean = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("COMFYFLEET_", "PIP_"))
+    }
+    run = subprocess.run(
+        [COMFYFLEET, "worker", "--local", "--port", str(free_port())],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert 'msg="provisioning failed: comfyui: `git -C ' in run.stderr
+    assert "does not appear to be a git repository" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -39,13 +39,21 @@ class RichReporter:
             self.progress.update(self.task, description=f"{name}: {what}")
 
     def end(self, r) -> None:
-        how = f"[green]done[/] in {r.seconds:.1f} s" if r.status == "done" else "already done"
-        self.console.print(f"{r.name}: {how}" + (f" ({r.detail})" if r.detail else ""))
+        from rich.text import Text
+
+        line = Text(f"{r.name}: ")
+        if r.status == "done":
+            line.append("done", style="green").append(f" in {r.seconds:.1f} s")
+        else:
+            line.append("already done", style="dim")
+        if r.detail:
+            line.append(f" ({r.detail})")
+        self.console.print(line)
         if self.task is not None:
             self.progress.advance(self.task)
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False)
 
     def close(self) -> None:
         self.progress.stop()
