@@ -21,7 +21,7 @@ Instances are expanded innermost first, so nested subgraphs work at any depth.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from comfyfleet.errors import WorkflowFormatError
@@ -36,17 +36,24 @@ Link = dict[str, Any]
 def flatten(data: Mapping[str, Any], unfaithful: Any) -> dict[str, Any]:
     """``data`` without subgraph instances (a new dict; ``data`` is not changed).
     ``unfaithful(reason, **details)`` builds the error for what cannot be expanded."""
-    definitions = {
-        sg["id"]: sg
-        for sg in (data.get("definitions") or {}).get("subgraphs") or []
-        if isinstance(sg, Mapping) and "id" in sg
-    }
+    definitions = dict(_definitions(data))
     nodes, links = _Flattener(definitions, unfaithful).expand(
         data.get("nodes") or [], data.get("links") or [], prefix="", depth=0
     )
     out = {k: v for k, v in data.items() if k not in ("nodes", "links", "definitions")}
     out["nodes"], out["links"] = nodes, list(links.values())
     return out
+
+
+def _definitions(graph: Mapping[str, Any], depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Every subgraph definition by id: the root's, and those a definition carries itself (the
+    schema allows both; the frontend saves all at the root)."""
+    defined = graph.get("definitions")
+    for sg in (defined.get("subgraphs") if isinstance(defined, Mapping) else None) or []:
+        if isinstance(sg, Mapping) and "id" in sg:
+            yield sg["id"], sg
+            if depth < MAX_DEPTH:
+                yield from _definitions(sg, depth + 1)
 
 
 def _links(raw: Any, prefix: str, unfaithful: Any) -> dict[Any, Link]:

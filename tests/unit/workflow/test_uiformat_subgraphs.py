@@ -395,3 +395,14 @@ def test_nested_promoted_widget_takes_the_outermost_value(object_info) -> None:
     # 7's (its input is linked, so its widget is not consulted).
     unpromoted = api(ui_to_api(nested_workflow([], [4.0]), object_info))
     assert unpromoted["5:7:1"]["inputs"]["scale_by"] == 1.0
+
+
+def test_a_definition_may_carry_the_definitions_it_uses(object_info) -> None:
+    """The schema lets a subgraph definition hold its own ``definitions.subgraphs``."""
+    data = nested_workflow([0.25], [4.0])
+    invert, outer = data["definitions"]["subgraphs"]
+    outer["definitions"] = {"subgraphs": [invert]}
+    data["definitions"]["subgraphs"] = [outer]
+    assert api(ui_to_api(data, object_info)) == api(
+        ui_to_api(nested_workflow([0.25], [4.0]), object_info)
+    )
