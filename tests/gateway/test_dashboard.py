@@ -175,6 +175,9 @@ async def test_template_submit_through_the_form(gateway: Served, page: Page) -> 
     )
     await expect(page.locator("#inputs")).to_contain_text("swatch")
     await shot(page, "task")
+    await page.set_viewport_size({"width": 390, "height": 800})  # a phone: one column
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    await shot(page, "task-phone")
     task_id = await page.locator("#task-id").inner_text()
     async with gateway.client() as http:
         task = (await http.get(f"/api/v1/tasks/{task_id}")).json()
