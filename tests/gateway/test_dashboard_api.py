@@ -13,6 +13,7 @@ import pytest
 from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.gateway.routes.models import combo_options, loader_models
+from comfyfleet.gateway.routes.task_actions import public_inputs
 from comfyfleet.gateway.routes.templates import template_params
 from comfyfleet.testing import ComfyTestServer
 
@@ -65,6 +66,21 @@ async def test_retry_of_an_unfinished_task_is_a_conflict(gateway: Served) -> Non
     assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "conflict"
     assert await gateway.count_tasks() == 1
+
+
+def test_inputs_show_urls_without_their_secrets() -> None:
+    payload = {
+        "spec": {
+            "workflow": WORKFLOW,
+            "images": [{"image": "https://u:p@bucket.example:9000/a.png?X-Amz-Signature=s3cret"}],
+            "models": [{"url": "https://hub.example/m.safetensors?token=t0k", "folder": "loras"}],
+        },
+        "source": "native",
+    }
+    spec = public_inputs(payload)["spec"]
+    assert spec["images"][0]["image"] == "https://bucket.example:9000/a.png"
+    assert spec["models"][0]["url"] == "https://hub.example/m.safetensors"
+    assert "s3cret" in payload["spec"]["images"][0]["image"]  # the stored task is unchanged
 
 
 async def test_inputs_show_images_without_their_bytes(gateway: Served) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
@@ -20,18 +21,32 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=ERROR_RESPO
 
 def public_inputs(payload: dict[str, Any]) -> dict[str, Any]:
     """The stored spec with inline image bytes replaced by their length (a page needs to know
-    an image was sent, not to download it again)."""
+    an image was sent, not to download it again) and image and model URLs without query or
+    credentials (presigned URLs carry their tokens there)."""
     spec = copy.deepcopy(payload.get("spec") or {})
     for image in spec.get("images") or []:
         source = image.get("image")
-        if isinstance(source, str) and not source.startswith(("http://", "https://")):
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            image["image"] = _bare(source)
+        elif isinstance(source, str):
             image["image"] = f"<{len(source)} characters of base64>"
+    for model in spec.get("models") or []:
+        if isinstance(model.get("url"), str):
+            model["url"] = _bare(model["url"])
     return {
         "source": payload.get("source"),
         "workflow_id": payload.get("workflow_id"),
         "retry_of": payload.get("retry_of"),
         "spec": spec,
     }
+
+
+def _bare(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @router.get("/{task_id}/inputs", summary="What the task was asked to run")
