@@ -9,8 +9,9 @@ that list from the catalogue (``object_info``), as the frontend does when it cre
 * an INT asking for ``control_after_generate`` (or saying nothing and named ``seed`` or
   ``noise_seed``), or a combo asking for it, is followed by its control ("randomize",
   "fixed", ...), a value of the frontend's own;
-* a file combo with an upload flag (``image_upload``, ``audio_upload``, ...) or a remote list
-  is followed by its button's value, which older saves leave out at the end;
+* a file combo with an upload flag (``image_upload``, ``audio_upload``, ...) is followed by its
+  upload button's value, a remote list asking for a refresh button by that one's, both of which
+  older saves leave out at the end;
 * a V3 dynamic combo (``COMFY_DYNAMICCOMBO_V3``) is followed by the widgets of the option its
   value selects, named ``<combo>.<input>``; a V3 autogrow group adds sockets only
   (``<group>.<prefix><n>``), which arrive as links;
@@ -32,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyfleet.workflow.nodeinfo import InputSpec, input_specs
+from comfyfleet.workflow.nodeinfo import UPLOAD_FLAGS, InputSpec, input_specs
 
 AUTOGROW, DYNAMIC_COMBO = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3"
 
@@ -122,7 +123,7 @@ class _Walk:
                 if has_control(spec):
                     self.slots.append(CONTROL)
                     self.specs.append(None)
-                if spec.is_upload:
+                for _button in range(_buttons(spec)):
                     self.slots.append(UPLOAD)
                     self.specs.append(None)
 
@@ -135,6 +136,18 @@ class _Walk:
         elif spec.required:
             self.missing.append(name)
         return value
+
+
+def _buttons(spec: InputSpec) -> int:
+    """Buttons the frontend puts after a file combo: upload (an upload flag), and refresh for a
+    remote list that asks for it (a remote list without either has its own old convention:
+    one)."""
+    upload = any(spec.options.get(flag) for flag in UPLOAD_FLAGS)
+    remote = spec.options.get("remote")
+    refresh = isinstance(remote, Mapping) and bool(remote.get("refresh_button"))
+    if not upload and remote is not None and not refresh:
+        return 1
+    return int(upload) + int(refresh)
 
 
 def _check_autogrow(spec: InputSpec, name: str) -> None:

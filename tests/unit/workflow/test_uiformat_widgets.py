@@ -247,3 +247,12 @@ def test_a_short_list_takes_defaults_when_every_value_fits(object_info) -> None:
     wrong_type = node(3, "ImageScaleToTotalPixels", ["area", "1.5"])  # a STRING in a FLOAT
     with pytest.raises(WorkflowFormatError, match=r"node 3 \(ImageScaleToTotalPixels\) has 2"):
         ui_to_api({"nodes": [wrong_type]}, object_info)
+
+
+def test_a_remote_list_with_a_refresh_button_gets_its_slot_too(object_info) -> None:
+    """LoadImageOutput's combo has an upload flag and a remote list with a refresh button."""
+    for values in (["cat.png [output]", "image", None], ["cat.png [output]"]):
+        graph = ui_to_api({"nodes": [node(1, "LoadImageOutput", values)]}, object_info)
+        assert api(graph) == {"1": {"image": "cat.png [output]"}}
+    with pytest.raises(WorkflowFormatError, match=r"node 1 \(LoadImageOutput\) has 4 widget"):
+        ui_to_api({"nodes": [node(1, "LoadImageOutput", ["a", "image", None, 1])]}, object_info)
