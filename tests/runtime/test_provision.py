@@ -361,3 +361,18 @@ def test_a_terminal_gets_the_live_display(provisioned, sources, tmp_path: Path) 
     assert "comfyui: already done" in shown and "model-paths: done in" in shown
     assert "provision: " not in shown  # the rich display, not the log lines
     assert run.stdout.startswith(f"{volume}: provisioned in ")
+
+
+def test_a_venv_made_anew_gets_every_requirement_again(provisioned, sources, tmp_path: Path):
+    volume = tmp_path / "volume"
+    shutil.copytree(provisioned[0], volume, symlinks=True)
+    shutil.rmtree(volume / "venv")  # e.g. a new image whose Python the old venv pointed at
+    env = sources.env(volume)
+    assert "venv/bin/python is missing" in provision(env, "--check", check_rc=False).stdout
+    run = provision(env)
+    assert {k: v for k, v in steps(run.stderr).items() if v == "done"}.keys() >= {
+        "venv",
+        "comfyui-requirements",
+        "node:ComfyUI-StandinNode:requirements",
+    }
+    assert venv_has(volume, "standin_runtime") and venv_has(volume, "standin_node_dep")

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from comfyfleet.runtime.provision_config import ProvisionConfig, Source
 log = logging.getLogger("comfyfleet.provision")
 
 MARKER_VERSION = 1
+VENV_ID = ".comfyfleet-id"  # changes whenever the venv is made anew: requirements go in again
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,8 @@ def _requirements_step(config: ProvisionConfig, name: str, checkout: Path, file:
     req = checkout / file
 
     def key() -> dict[str, Any]:
-        return {"commit": tools.head(checkout), "sha256": _sha(req), "venv": _venv_key()}
+        venv = _venv_key() | {"id": _read_text(config.venv_dir / VENV_ID)}  # a new venv is empty
+        return {"commit": tools.head(checkout), "sha256": _sha(req), "venv": venv}
 
     def run() -> str:
         if not req.is_file():
@@ -259,6 +262,7 @@ def plan(config: ProvisionConfig) -> list[Step]:
 
     def venv() -> str:
         tools.make_venv("venv", config.venv_dir, _log(config, "venv"))
+        (config.venv_dir / VENV_ID).write_text(uuid.uuid4().hex, encoding="utf-8")
         return str(config.venv_dir.relative_to(config.root))
 
     steps = [
