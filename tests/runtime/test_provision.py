@@ -321,7 +321,7 @@ def test_settings_and_the_early_reader_agree(tmp_path: Path) -> None:
          "custom node 'N' is listed twice"),
         ({"COMFYFLEET_PROVISION": "sometimes"}, "COMFYFLEET_PROVISION='sometimes'"),
         ({"COMFYFLEET_PROVISION_DIR": "", "COMFYFLEET_VOLUME_BASES": "/nonexistent/v"},
-         "no volume is mounted (/nonexistent/v do not exist)"),
+         "no volume is mounted (none of /nonexistent/v exists)"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:

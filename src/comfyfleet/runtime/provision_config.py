@@ -220,7 +220,7 @@ def _root(given: Any, bases: tuple[Path, ...]) -> Path:
     shown = ", ".join(str(b) for b in bases)
     raise SettingsError(
         f"invalid setting: COMFYFLEET_PROVISION_DIR is not set and no volume is mounted "
-        f"({shown} do not exist); set it to the directory to install into"
+        f"(none of {shown} exists); set it to the directory to install into"
     )
 
 
