@@ -228,18 +228,37 @@ class _Flattener:
                     if target is not None:
                         target.setdefault("_overrides", {})[proxy[1]] = value
             return {}
-        widget_inputs = [
+        # The frontend gives the instance a widget for each input that feeds an inner widget;
+        # older saves are matched by the inputs' widget types.
+        by_link = self._inputs_feeding_widgets(definition)
+        by_type = [
             i.get("name")
             for i in definition.get("inputs") or []
             if str(i.get("type", "")).upper() in WIDGET_TYPES
         ]
-        if len(widget_inputs) != len(values):
+        widget_inputs = next((c for c in (by_link, by_type) if len(c) == len(values)), None)
+        if widget_inputs is None:
             raise self.unfaithful(
                 f"subgraph node {node['id']} ({definition.get('name')!r}) has {len(values)} "
-                f"widget values for {len(widget_inputs)} widget inputs",
+                f"widget values for {len(by_link)} inputs that feed widgets",
                 node_id=str(node["id"]),
             )
         return dict(zip(widget_inputs, values, strict=True))
+
+    def _inputs_feeding_widgets(self, definition: Mapping[str, Any]) -> list[Any]:
+        """Names of the subgraph's inputs linked (inside) to an input that is a widget."""
+        nodes = {n.get("id"): n for n in definition.get("nodes") or [] if isinstance(n, Mapping)}
+        links = _links(definition.get("links"), "", self.unfaithful)
+        names = []
+        for sg_input in definition.get("inputs") or []:
+            for link_id in sg_input.get("linkIds") or []:
+                link = links.get(link_id)
+                target = nodes.get(link["target_id"]) if link else None
+                entry = _input_at(target, link["target_slot"]) if target else None
+                if link and link["origin_id"] == INPUT_NODE and entry and entry.get("widget"):
+                    names.append(sg_input.get("name"))
+                    break
+        return names
 
 
 def _input_at(node: Mapping[str, Any], slot: Any) -> dict[str, Any] | None:

@@ -406,3 +406,31 @@ def test_a_definition_may_carry_the_definitions_it_uses(object_info) -> None:
     assert api(ui_to_api(data, object_info)) == api(
         ui_to_api(nested_workflow([0.25], [4.0]), object_info)
     )
+
+
+def test_only_inputs_that_feed_a_widget_give_the_instance_a_widget(object_info) -> None:
+    """A STRING input wired to a socket (WanMoveTracksFromCoords' forceInput ``track_coords``)
+    has no widget on the instance: the one saved value belongs to ``scale``."""
+    sub = "55555555-5555-4555-8555-555555555555"
+    definition = {
+        "id": sub,
+        "name": "tracks and scale",
+        "inputs": [
+            {"name": "coords", "type": "STRING", "linkIds": [1]},
+            {"name": "scale", "type": "FLOAT", "linkIds": [2]},
+        ],
+        "outputs": [],
+        "nodes": [
+            node(1, "WanMoveTracksFromCoords",
+                 inputs=[{"name": "track_coords", "type": "STRING", "link": 1}]),
+            node(2, "ImageScaleBy", values=["nearest-exact", 1.0],
+                 inputs=[{"name": "scale_by", "type": "FLOAT", "widget": {"name": "scale_by"},
+                          "link": 2}]),
+        ],
+        "links": [link(1, -10, 0, 1, 0, "STRING"), link(2, -10, 1, 2, 0, "FLOAT")],
+    }  # fmt: skip
+    data = {"nodes": [node(4, sub, values=[0.5])], "links": [],
+            "definitions": {"subgraphs": [definition]}}  # fmt: skip
+    graph = api(ui_to_api(data, object_info))
+    assert graph["4:2"]["inputs"] == {"upscale_method": "nearest-exact", "scale_by": 0.5}
+    assert graph["4:1"]["inputs"] == {}
