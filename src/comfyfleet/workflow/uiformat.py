@@ -58,6 +58,7 @@ UI_FORMAT_MESSAGE = (
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 MUTED, BYPASSED = 2, 4
+PRIMITIVE = object()  # `_resolve`'s marker for a value from a PrimitiveNode
 
 
 def is_ui_workflow(data: Any) -> bool:
@@ -126,10 +127,16 @@ class _Converter:
             if link_id is None:
                 continue
             source = self._resolve(link_id, entry.get("type"))
-            if source is not None:
-                self._check_slot(node, entry["name"], source)
-                inputs[entry["name"]] = [str(source[0]), source[1]]
-                linked.append(entry["name"])
+            if source is None:
+                continue
+            if source[0] is PRIMITIVE:
+                widget = (entry.get("widget") or {}).get("name")
+                if widget in inputs:  # a widget this class has: the primitive's value in it
+                    inputs[widget] = _by_slot({widget: source[1]})[widget]
+                continue
+            self._check_slot(node, entry["name"], source)
+            inputs[entry["name"]] = [str(source[0]), source[1]]
+            linked.append(entry["name"])
         title = node.get("title") or info.get("display_name") or class_type
         return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}, linked
 
@@ -187,8 +194,11 @@ class _Converter:
                 input_name=exc.input_name,
             ) from None
 
-    def _resolve(self, link_id: int, want_type: str | None) -> tuple[int, int] | None:
-        """Follow a link to the node that really produces the value (frontend semantics)."""
+    def _resolve(self, link_id: int, want_type: str | None) -> tuple[Any, Any] | None:
+        """Follow a link to the node that really produces the value, as the frontend's
+        ExecutableNodeDTO does: through Reroutes, and through bypassed nodes by the input
+        `_bypass_input` picks. ``(PRIMITIVE, value)`` for a PrimitiveNode (whose value the
+        frontend copies into the target widget before exporting); None for nothing."""
         seen: set[int] = set()
         link = self.links.get(link_id)
         while link is not None and link_id not in seen:
@@ -196,27 +206,53 @@ class _Converter:
             origin_id, origin_slot, _ = link
             origin = self.nodes.get(origin_id)
             if origin is None or origin.get("mode") == MUTED:
-                return None
+                return None  # the frontend drops inputs from nodes it leaves out
             origin_inputs = origin.get("inputs") or []
-            if origin["type"] == "Reroute":
+            if origin.get("mode") == BYPASSED:
+                index = _bypass_input(origin, origin_slot, want_type)
+                link_id = origin_inputs[index].get("link") if index is not None else None
+            elif origin["type"] == "Reroute":
                 link_id = origin_inputs[0].get("link") if origin_inputs else None
+            elif origin["type"] == "PrimitiveNode":
+                values = origin.get("widgets_values")
+                return (PRIMITIVE, values[0]) if isinstance(values, list) and values else None
             elif origin["type"] in VIRTUAL_TYPES:
-                return None  # PrimitiveNode: the value is already the target's widget value
-            elif origin.get("mode") == BYPASSED:
-                candidates = [origin_slot, *range(len(origin_inputs))]
-                match = next(
-                    (
-                        origin_inputs[i]
-                        for i in candidates
-                        if i < len(origin_inputs) and origin_inputs[i].get("type") == want_type
-                    ),
-                    None,
-                )
-                link_id = match.get("link") if match else None
+                return None
             else:
                 return origin_id, origin_slot
             link = self.links.get(link_id) if link_id is not None else None
         return None
+
+
+def _bypass_input(node: Mapping[str, Any], slot: int, want: Any) -> int | None:
+    """The input a bypassed node passes to its output ``slot`` for a target of type ``want``:
+    the same slot when its type fits both, else the first of exactly that type, else the first
+    that fits both (the frontend's rule)."""
+    inputs = node.get("inputs") or []
+    outputs = node.get("outputs") or []
+    out_type = outputs[slot].get("type") if 0 <= slot < len(outputs) else None
+    if want in ("*", "", None):
+        return (slot if len(inputs) > slot else 0) if inputs else None
+
+    def fits(i: int) -> bool:
+        kind = inputs[i].get("type")
+        return _type_fits(kind, out_type) and _type_fits(kind, want)
+
+    if 0 <= slot < len(inputs) and fits(slot):
+        return slot
+    exact = next((i for i, e in enumerate(inputs) if e.get("type") == want), None)
+    if exact is not None:
+        return exact
+    return next((i for i in range(len(inputs)) if fits(i)), None)
+
+
+def _type_fits(a: Any, b: Any) -> bool:
+    """LiteGraph's isValidConnection: "*" or empty fits anything, else one of each side's
+    comma-separated types in common (case-insensitive)."""
+    if a in ("", "*", None, 0) or b in ("", "*", None, 0) or a == b:
+        return True
+    left, right = str(a).lower().split(","), str(b).lower().split(",")
+    return any(x == y or "*" in (x, y) for x in left for y in right)
 
 
 def _by_slot(values: dict[str, Any]) -> dict[str, Any]:

@@ -256,3 +256,28 @@ def test_a_remote_list_with_a_refresh_button_gets_its_slot_too(object_info) -> N
         assert api(graph) == {"1": {"image": "cat.png [output]"}}
     with pytest.raises(WorkflowFormatError, match=r"node 1 \(LoadImageOutput\) has 4 widget"):
         ui_to_api({"nodes": [node(1, "LoadImageOutput", ["a", "image", None, 1])]}, object_info)
+
+
+def test_a_bypassed_node_passes_a_type_that_fits_not_only_an_equal_one(object_info) -> None:
+    """Bypassed ResizeImageMaskNode takes "IMAGE,MASK": the frontend's type check (LiteGraph's
+    isValidConnection) lets the IMAGE through to the IMAGE input downstream."""
+    data = resize(["scale by multiplier", 2.0, "area"], mode=4)
+    data["nodes"][1]["outputs"][0]["type"] = "IMAGE"
+    graph = ui_to_api(data, object_info)
+    assert api(graph) == {"1": {"image": "cat.png"}, "3": {"images": ["1", 0]}}
+
+
+def test_a_primitive_nodes_value_is_what_its_target_widget_exports(object_info) -> None:
+    """The frontend copies a PrimitiveNode's value into the widget it feeds before exporting,
+    so that value wins over the one saved on the target; the link itself is not exported."""
+    primitive = node(5, "PrimitiveNode", [0.75, "fixed"], outputs=[{"name": "FLOAT", "links": [9]}])
+    scale = node(
+        6,
+        "ImageScaleBy",
+        ["nearest-exact", 1.0],
+        inputs=[{"name": "scale_by", "type": "FLOAT", "widget": {"name": "scale_by"}, "link": 9}],
+    )
+    data = {"nodes": [primitive, scale], "links": [[9, 5, 0, 6, 0, "FLOAT"]]}
+    assert api(ui_to_api(data, object_info)) == {
+        "6": {"upscale_method": "nearest-exact", "scale_by": 0.75}
+    }
