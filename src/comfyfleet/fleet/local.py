@@ -10,12 +10,14 @@ remote agent process uses it too. Before the prompt it puts the files the job as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from comfyfleet.config import Settings
+from comfyfleet.errors import Conflict
 from comfyfleet.fleet.agent import Lease, Verdict, earlier_errors
 from comfyfleet.fleet.events import TaskEvents
 from comfyfleet.fleet.turn import Turn
@@ -126,6 +128,9 @@ class QueueSource:
         self._latest.pop(lease.task_id, None)
         task = await self.queue.release(lease.task_id, self.owner, lease.attempt)
         log.info("%s handed back %s unrun (%s)", self.backend, task.id, error.get("message"))
+        if task.cancel_requested:  # cancelled meanwhile: it never runs now
+            with contextlib.suppress(Conflict):
+                task = await self.queue.cancel(task.id)
         self._publish(task)
 
     def progress(self, lease: Lease, progress: dict[str, Any]) -> None:
