@@ -149,10 +149,14 @@ def warm_starts(volume: Path, offline: dict, direct: dict, tmp: Path, k: int, bo
         direct | {"STANDIN_BOOT_SECONDS": boot},
     )
     alone, warm, plain = [], [], []
-    for i in range(k):  # interleaved, so load on the box hits all three alike
-        alone.append(comfy_alone(volume / "ComfyUI", volume / "venv/bin/python", boot))
-        warm.append(worker_ready(offline, tmp / f"warm-{boot}-{i}.log"))
-        plain.append(worker_ready(direct, tmp / f"plain-{boot}-{i}.log"))
+    runs = [
+        lambda i: alone.append(comfy_alone(volume / "ComfyUI", volume / "venv/bin/python", boot)),
+        lambda i: warm.append(worker_ready(offline, tmp / f"warm-{boot}-{i}.log")),
+        lambda i: plain.append(worker_ready(direct, tmp / f"plain-{boot}-{i}.log")),
+    ]
+    for i in range(k):  # interleaved, each in every position in turn: load hits all alike
+        for n in range(3):
+            runs[(i + n) % 3](i)
     med = statistics.median
     base = med(alone)
     print(f"\n[2] stand-in boot +{boot} s: ComfyUI alone, spawn -> /system_stats: {base:.3f} s")
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "COMFYUI_DIR": str(volume / "ComfyUI"),
         "COMFYFLEET_COMFY_PYTHON": str(volume / "venv/bin/python"),
         "COMFYFLEET_DATA_DIR": str(tmp / "data"),
+        "COMFYFLEET_VOLUME_BASES": str(volume),  # the same model roots as with provisioning
     }
     for boot in args.comfy_boot.split(","):
         warm_starts(volume, offline, direct, tmp, args.starts, boot.strip())
