@@ -21,7 +21,7 @@ Instances are expanded innermost first, so nested subgraphs work at any depth.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from comfyfleet.errors import WorkflowFormatError
@@ -30,14 +30,20 @@ INPUT_NODE, OUTPUT_NODE = -10, -20
 # Subgraph input types that give the instance a widget (a V3 dynamic combo shows as a combo).
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"})
 MAX_DEPTH = 32
+CONTROL_SLOT = object()  # an instance's saved value for a promoted seed's control
 Link = dict[str, Any]
 
 
-def flatten(data: Mapping[str, Any], unfaithful: Any) -> dict[str, Any]:
+def flatten(
+    data: Mapping[str, Any],
+    unfaithful: Any,
+    has_control: Callable[[str, str], bool] = lambda _class, _widget: False,
+) -> dict[str, Any]:
     """``data`` without subgraph instances (a new dict; ``data`` is not changed).
-    ``unfaithful(reason, **details)`` builds the error for what cannot be expanded."""
+    ``unfaithful(reason, **details)`` builds the error for what cannot be expanded;
+    ``has_control(class_type, widget)`` tells whether that widget has a control after it."""
     definitions = dict(_definitions(data))
-    nodes, links = _Flattener(definitions, unfaithful).expand(
+    nodes, links = _Flattener(definitions, unfaithful, has_control).expand(
         data.get("nodes") or [], data.get("links") or [], prefix="", depth=0
     )
     out = {k: v for k, v in data.items() if k not in ("nodes", "links", "definitions")}
@@ -81,9 +87,15 @@ def _pid(prefix: str, value: Any) -> Any:
 
 
 class _Flattener:
-    def __init__(self, definitions: dict[str, Mapping[str, Any]], unfaithful: Any) -> None:
+    def __init__(
+        self,
+        definitions: dict[str, Mapping[str, Any]],
+        unfaithful: Any,
+        has_control: Callable[[str, str], bool],
+    ) -> None:
         self.definitions = definitions
         self.unfaithful = unfaithful
+        self.has_control = has_control
 
     def expand(
         self, raw_nodes: list[Any], raw_links: Any, prefix: str, depth: int
@@ -228,37 +240,51 @@ class _Flattener:
                     if target is not None:
                         target.setdefault("_overrides", {})[proxy[1]] = value
             return {}
-        # The frontend gives the instance a widget for each input that feeds an inner widget;
-        # older saves are matched by the inputs' widget types.
-        by_link = self._inputs_feeding_widgets(definition)
+        # The frontend gives the instance a widget for each input that feeds an inner widget
+        # (older saves also keep a slot after each one whose inner widget has a seed's
+        # control); still older saves are matched by the inputs' widget types.
+        feeding = self._inputs_feeding_widgets(definition)
+        by_link = [name for name, _ in feeding]
+        with_controls = [
+            slot
+            for name, control in feeding
+            for slot in ((name, CONTROL_SLOT) if control else (name,))
+        ]
         by_type = [
             i.get("name")
             for i in definition.get("inputs") or []
             if str(i.get("type", "")).upper() in WIDGET_TYPES
         ]
-        widget_inputs = next((c for c in (by_link, by_type) if len(c) == len(values)), None)
-        if widget_inputs is None:
+        layout = next((c for c in (by_link, with_controls, by_type) if len(c) == len(values)), None)
+        if layout is None:
             raise self.unfaithful(
                 f"subgraph node {node['id']} ({definition.get('name')!r}) has {len(values)} "
                 f"widget values for {len(by_link)} inputs that feed widgets",
                 node_id=str(node["id"]),
             )
-        return dict(zip(widget_inputs, values, strict=True))
+        return {
+            name: value
+            for name, value in zip(layout, values, strict=True)
+            if name is not CONTROL_SLOT
+        }
 
-    def _inputs_feeding_widgets(self, definition: Mapping[str, Any]) -> list[Any]:
-        """Names of the subgraph's inputs linked (inside) to an input that is a widget."""
+    def _inputs_feeding_widgets(self, definition: Mapping[str, Any]) -> list[tuple[Any, bool]]:
+        """``(name, has a control)`` of each subgraph input linked (inside) to an input that is
+        a widget, in the subgraph's input order."""
         nodes = {n.get("id"): n for n in definition.get("nodes") or [] if isinstance(n, Mapping)}
         links = _links(definition.get("links"), "", self.unfaithful)
-        names = []
+        found = []
         for sg_input in definition.get("inputs") or []:
             for link_id in sg_input.get("linkIds") or []:
                 link = links.get(link_id)
                 target = nodes.get(link["target_id"]) if link else None
                 entry = _input_at(target, link["target_slot"]) if target else None
-                if link and link["origin_id"] == INPUT_NODE and entry and entry.get("widget"):
-                    names.append(sg_input.get("name"))
+                widget = (entry or {}).get("widget")
+                if link and link["origin_id"] == INPUT_NODE and widget:
+                    control = self.has_control(str(target["type"]), str(widget.get("name")))
+                    found.append((sg_input.get("name"), control))
                     break
-        return names
+        return found
 
 
 def _input_at(node: Mapping[str, Any], slot: Any) -> dict[str, Any] | None:

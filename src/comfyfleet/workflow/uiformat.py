@@ -28,13 +28,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from comfyfleet.errors import WorkflowFormatError
-from comfyfleet.workflow.nodeinfo import Graph, ObjectInfo, class_info, node_sort_key
+from comfyfleet.workflow.nodeinfo import Graph, ObjectInfo, class_info, input_spec, node_sort_key
 from comfyfleet.workflow.widgets import (
     FRONTEND_ONLY_WIDGETS,
     LayoutError,
     read_named,
     read_positional,
     widget_slots,
+)
+from comfyfleet.workflow.widgets import (
+    has_control as widget_has_control,
 )
 
 __all__ = [
@@ -165,9 +168,9 @@ class _Converter:
         return _by_slot(values)
 
     def _positional(self, node: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
-        """The frontend loads ``widgets_values`` by position; ``widgets_values_named`` (which
-        the official templates carry, the frontend does not read) settles a list whose length
-        does not fit this ComfyUI's widgets, name by name."""
+        """The frontend loads ``widgets_values`` by position (it reads ``widgets_values_named``,
+        which newer ones save, only with its experimental NamedValuesRestore setting, off by
+        default); the named values settle a list that does not fit this ComfyUI's widgets."""
         named = node.get("widgets_values_named")
         values = node.get("widgets_values")
         provided = {e.get("name") for e in node.get("inputs") or [] if e.get("link") is not None}
@@ -266,7 +269,11 @@ def ui_to_api(data: Mapping[str, Any], object_info: ObjectInfo) -> Graph:
     if isinstance(definitions, Mapping) and definitions.get("subgraphs"):
         from comfyfleet.workflow.subgraphs import flatten
 
-        data = flatten(data, _unfaithful)
+        def has_control(class_type: str, widget: str) -> bool:
+            spec = input_spec(object_info, class_type, widget)
+            return spec is not None and widget_has_control(spec)
+
+        data = flatten(data, _unfaithful, has_control)
     extra = data.get("extra") or {}
     if isinstance(extra, Mapping) and extra.get("groupNodes"):
         raise _unfaithful("it uses group nodes")

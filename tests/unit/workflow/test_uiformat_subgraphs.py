@@ -434,3 +434,25 @@ def test_only_inputs_that_feed_a_widget_give_the_instance_a_widget(object_info) 
     graph = api(ui_to_api(data, object_info))
     assert graph["4:2"]["inputs"] == {"upscale_method": "nearest-exact", "scale_by": 0.5}
     assert graph["4:1"]["inputs"] == {}
+
+
+def test_an_older_instance_keeps_a_slot_for_a_promoted_seeds_control(object_info) -> None:
+    """Older frontends saved the instance's values with the inner seed's control after it
+    ([seed, "fixed"]); current ones save one value per promoted input. Both read the same."""
+    sub = "66666666-6666-4666-8666-666666666666"
+    definition = {
+        "id": sub,
+        "name": "noise",
+        "inputs": [{"name": "noise_seed", "type": "INT", "linkIds": [1]}],
+        "outputs": [],
+        "nodes": [
+            node(4, "RandomNoise", values=[5, "randomize"],
+                 inputs=[{"name": "noise_seed", "type": "INT",
+                          "widget": {"name": "noise_seed"}, "link": 1}]),
+        ],
+        "links": [link(1, -10, 0, 4, 0, "INT")],
+    }  # fmt: skip
+    for values in ([77, "fixed"], [77]):
+        data = {"nodes": [node(8, sub, values=values)], "links": [],
+                "definitions": {"subgraphs": [copy.deepcopy(definition)]}}  # fmt: skip
+        assert api(ui_to_api(data, object_info))["8:4"]["inputs"] == {"noise_seed": 77}
