@@ -218,16 +218,15 @@ class _Flattener:
         definition: Mapping[str, Any],
         inner: dict[Any, dict[str, Any]],
     ) -> dict[str, Any]:
-        """Values of the instance's promoted widgets, by subgraph input name. ``proxyWidgets``
+        """Values of the instance's promoted widgets, by subgraph input name, read by position
+        as the frontend does (``widgets_values_named`` when no layout fits). ``proxyWidgets``
         values go straight into the inner widgets they show (returned empty then)."""
         named = node.get("widgets_values_named")
-        if isinstance(named, Mapping):
-            return dict(named)
         values = node.get("widgets_values") or []
         if isinstance(values, Mapping):
             return dict(values)
         if not values:
-            return {}
+            return dict(named) if isinstance(named, Mapping) else {}
         proxies = (node.get("properties") or {}).get("proxyWidgets")
         if isinstance(proxies, list) and len(proxies) == len(values):
             for proxy, value in zip(proxies, values, strict=True):
@@ -256,6 +255,8 @@ class _Flattener:
             if str(i.get("type", "")).upper() in WIDGET_TYPES
         ]
         layout = next((c for c in (by_link, with_controls, by_type) if len(c) == len(values)), None)
+        if layout is None and isinstance(named, Mapping):
+            return dict(named)  # by name, as the frontend's NamedValuesRestore setting reads
         if layout is None:
             raise self.unfaithful(
                 f"subgraph node {node['id']} ({definition.get('name')!r}) has {len(values)} "
