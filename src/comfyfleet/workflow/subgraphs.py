@@ -8,8 +8,10 @@ A subgraph *instance* is a node whose ``type`` is a subgraph's id. Expanding it:
   frontend's export names them;
 * an inner link from the subgraph's input node (id ``-10``, slot k) is re-attached to whatever
   feeds the instance's k-th input; an unlinked input gives its value instead: the instance's
-  promoted widget value (``widgets_values_named``, ``proxyWidgets`` or the values of its
-  widget-typed inputs in order) overrides the inner widget it feeds;
+  promoted widget value overrides the inner widget it feeds (one saved value per input that
+  feeds an inner widget, in input order, older saves with a slot after a seed's control;
+  ``proxyWidgets`` values go straight to the inner widgets they show); without one, the inner
+  widget keeps its own value;
 * a link from the instance's output k is re-attached to what feeds the subgraph's output node
   (id ``-20``) at slot k;
 * a muted instance disappears with its contents; a bypassed one passes its inputs through by

@@ -6,20 +6,22 @@ wiring as a separate ``links`` table. Converting it means re-deriving, from the 
 the frontend's own "Export (API)" does (`widgets`: controls after seeds, upload buttons, V3
 dynamic combos, previews of the frontend's own), then:
 
-* links become ``[str(origin_id), origin_slot]``; links through a ``Reroute`` are followed to
-  their source; a link from a ``PrimitiveNode`` is dropped (its value is already the target's
-  widget value); a link from a bypassed node (mode 4) is re-routed to the bypassed node's input
-  of the same type, as the frontend does; muted nodes (mode 2) and notes are left out and
-  links to them dropped.
+* links become ``[str(origin_id), origin_slot]``, resolved as the frontend's ExecutableNodeDTO
+  does: through a ``Reroute`` to its source; through a bypassed node (mode 4) to the input its
+  rule picks (`_bypass_input`); a link from a ``PrimitiveNode`` is not exported, its value is
+  put in the widget it feeds; muted nodes (mode 2) and notes are left out and links to them
+  dropped.
 
 Subgraphs are flattened first (`subgraphs`), with the ids the frontend's export gives their
-nodes (``10:4``). A node saved with ``widgets_values_named`` is read by name, so widgets the
-frontend adds of its own (upload buttons, previews) do not shift the values.
+nodes (``10:4``). ``widgets_values`` is read by position, as the frontend loads it; a list
+from another version of the class is settled as `widgets` says, by ``widgets_values_named``
+when the file has them.
 
-Anything that cannot be converted faithfully (group nodes, classes this ComfyUI does not have, a
-widget count that does not match the class) is a `WorkflowFormatError` that tells
-the user how to export the API format instead. Dynamic-prompt syntax (``{a|b}``), which the
-frontend expands while exporting, is passed through unchanged.
+Anything that cannot be converted faithfully (group nodes, classes this ComfyUI does not have,
+widget values or output slots from another version of the class, inputs the browser makes
+while exporting) is a `WorkflowFormatError` naming the node that tells the user how to export
+the API format instead. Dynamic-prompt syntax (``{a|b}``), which the frontend expands while
+exporting, is passed through unchanged.
 """
 
 from __future__ import annotations
