@@ -37,11 +37,10 @@ from comfyfleet.workflow.nodeinfo import UPLOAD_FLAGS, InputSpec, input_specs
 
 AUTOGROW, DYNAMIC_COMBO = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3"
 
-# Widgets the frontend appends to these classes of its own (previews, players, recorders): so
-# many trailing ``widgets_values`` entries carry no input (checked against the official
-# templates saved with ``widgets_values_named``).
-# None: any number (CustomCombo's hidden index and its growing list of options, which the
-# frontend keeps after the combo and which this catalogue's CustomCombo does not declare).
+# Widgets the frontend appends to these classes of its own (previews, players): so many
+# trailing ``widgets_values`` entries carry no input (checked against the official templates
+# saved with ``widgets_values_named``). None: any number (CustomCombo's hidden index and its
+# growing list of options, which its frontend keeps after the combo).
 FRONTEND_ONLY_WIDGETS: dict[str, int | None] = {
     "PreviewAny": 3,  # the markdown/plain-text preview
     "SaveGLB": 1,  # the 3D preview's image
@@ -140,8 +139,8 @@ class _Walk:
 
 def _buttons(spec: InputSpec) -> int:
     """Buttons the frontend puts after a file combo: upload (an upload flag), and refresh for a
-    remote list that asks for it (a remote list without either has its own old convention:
-    one)."""
+    remote list that asks for it; a remote list with neither keeps one optional trailing slot,
+    as this converter always gave it."""
     upload = any(spec.options.get(flag) for flag in UPLOAD_FLAGS)
     remote = spec.options.get("remote")
     refresh = isinstance(remote, Mapping) and bool(remote.get("refresh_button"))
@@ -250,6 +249,8 @@ def _defaults(walk: _Walk, start: int) -> dict[str, Any]:
             continue
         if "default" in spec.options:
             found[slot] = spec.options["default"]
+        elif spec.type == DYNAMIC_COMBO and spec.options.get("options"):
+            found[slot] = spec.options["options"][0].get("key")
         elif spec.is_combo and spec.combo_options:
             found[slot] = spec.combo_options[0]
         elif spec.type in _PLAIN_DEFAULTS:
