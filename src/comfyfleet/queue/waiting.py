@@ -169,12 +169,21 @@ class EventQueue(Queue):
                 task = offered if offered is not None else await self.get(task_id)
 
     async def watch(self, task_id: str, *, idle: float | None = None) -> AsyncIterator[Task]:
+        """Like `wait_finished`, a change committed in this process is yielded as that commit
+        left the task, without reading it back (a finished task with a webhook is read, for
+        its deliveries)."""
         with self._changes.subscribe(task_id) as changed:
+            seen = changed.generation
             await self._watching(task_id)
+            task = await self.get(task_id)
             while True:
-                seen = changed.generation
-                task = await self.get(task_id)
                 yield task
                 if task.finished:
                     return
                 await changed.wait(seen, idle)
+                offered = changed.latest if changed.generation != seen else None
+                seen = changed.generation
+                if offered is None or (offered.finished and offered.webhook_url):
+                    task = await self.get(task_id)
+                else:
+                    task = offered
