@@ -114,3 +114,19 @@ async def _requeued(queue, task_id: str):
         if task.status == "queued":
             return task
     raise AssertionError(f"{task_id} finished instead of being requeued")
+
+
+async def test_prefetched_tasks_keep_their_leases_while_they_wait_in_comfyui(
+    sqlite_queue, start_servers, settings_for
+) -> None:
+    # Each prompt takes 2 s; the last of three waits about 4 s in ComfyUI's queue, more than
+    # two leases of 1.5 s: only its heartbeats keep the reaper from requeueing it.
+    [srv] = await start_servers(1, job_seconds=2.0)
+    settings = settings_for([srv.url], prefetch_depth=2, lease_seconds=1.5)
+    async with ComfyQueue(srv).following() as comfy, make_fleet(settings, sqlite_queue):
+        tasks = await submit(sqlite_queue, 3)
+        await comfy.until(lambda r, p: len(r) == 1 and len(p) == 2)
+        done = await finished(sqlite_queue, [t.id for t in tasks])
+    assert [t.status for t in done] == ["succeeded"] * 3
+    assert [t.attempts for t in done] == [1, 1, 1]
+    assert all(executions([srv.output_dir], t.id) == 1 for t in tasks)
