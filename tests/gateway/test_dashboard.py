@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 
@@ -445,3 +446,33 @@ async def test_tasks_page_pages_through_older_tasks(gateway: Served, page: Page)
     await expect(page.locator("#page-older")).to_be_disabled()
     await page.click("#page-newer")
     await expect(rows).to_have_count(25)
+
+
+async def test_task_page_shows_its_webhook_delivery(gateway: Served, page: Page) -> None:
+    calls: list[bytes] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        calls.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        await page.goto(f"{gateway.url}/#/submit")
+        await page.fill("#webhook", url)
+        await page.check("#webhook-progress")
+        await page.click("#submit")
+        await page.wait_for_url(re.compile(r"#/task/"))
+        await expect(page.locator("#task-status [data-state]")).to_have_text("succeeded")
+        await expect(page.locator("#deliveries [data-state]")).to_have_text("delivered")
+        assert await page.locator("#task-webhook").inner_text() == url
+    finally:
+        await runner.cleanup()
+    events = [json.loads(body)["event"] for body in calls]
+    assert events[-1] == "task.finished"

@@ -54,7 +54,7 @@ function timeline(task, events) {
 function deliveries(task) {
   if (!task.webhook) return el("p", { class: "muted" }, "no webhook");
   const rows = task.webhook.deliveries || [];
-  return el("div", {}, el("p", {}, "→ ", el("code", {}, task.webhook.url)),
+  return el("div", {}, el("p", {}, "→ ", el("code", { id: "task-webhook" }, task.webhook.url)),
     rows.length ? el("table", { class: "rows", id: "deliveries" },
       el("thead", {}, el("tr", {}, ["delivery", "state", "attempts", "delivered", "last error"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows.map((d) => el("tr", {}, el("td", {}, String(d.id)), el("td", {}, badge(d.state)),
@@ -89,6 +89,8 @@ export function mount(root, taskId) {
   const events = [];
   let task = null;
   let artifactsShown = -1;
+  let webhookChecks = 0;
+  let webhookTimer = null;
   const message = el("div");
   const head = el("div", { class: "task-head" });
   const bar = el("div", { class: "progress", id: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, el("div"));
@@ -143,6 +145,13 @@ export function mount(root, taskId) {
     error.replaceChildren(task.status === "succeeded" ? "" : errorBlock(task.error));
     line.replaceChildren(timeline(task, events));
     hooks.replaceChildren(deliveries(task));
+    // The final webhook is sent after the task finished: look again until it was delivered.
+    const owed = done && task.webhook && (!task.webhook.deliveries.length || task.webhook.deliveries.some((d) => d.state === "pending"));
+    if (owed && webhookChecks < 60 && !controller.signal.aborted) {
+      webhookChecks += 1;
+      clearTimeout(webhookTimer);
+      webhookTimer = setTimeout(refresh, 1000);
+    }
     if (task.progress) setProgress(task.status === "succeeded" ? 100 : task.progress.percent, progressText(task.progress, task.status));
     bar.dataset.status = task.status;
     const list = (task.result && task.result.artifacts) || [];
@@ -194,5 +203,5 @@ export function mount(root, taskId) {
       .catch((e) => inputs.replaceChildren(el("p", { class: "muted" }, `inputs: ${e.message}`)));
     follow();
   })();
-  return () => controller.abort();
+  return () => { controller.abort(); clearTimeout(webhookTimer); };
 }
