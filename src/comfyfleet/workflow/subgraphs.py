@@ -264,6 +264,7 @@ class _Flattener:
                 f"subgraph node {node['id']} ({definition.get('name')!r}) has {len(values)} "
                 f"widget values for {len(by_link)} inputs that feed widgets",
                 node_id=str(node["id"]),
+                class_type=str(node["type"]),  # the subgraph's id: its "class" in the file
             )
         return {
             name: value
