@@ -96,6 +96,7 @@ def test_serve_refuses_a_docker_pool_whose_image_is_missing(tmp_path: Path) -> N
     from comfyfleet.fleet.pools import PoolSpecError
     from comfyfleet.gateway.launch import build_settings
 
+    docker_client()  # a daemon that answers, so the refusal is about the image
     missing = f"comfyfleet-test:missing-{tmp_path.name[-6:]}"
     with pytest.raises(PoolSpecError) as info:
         build_settings(data_dir=tmp_path, pools=[f"dk=docker:max=1,image={missing}"])
