@@ -11,31 +11,40 @@ from typing import Annotated, Any
 
 import typer
 
+# The job's arguments that ``comfyfleet submit`` (task_commands.py) takes too, with one meaning.
+WorkflowArg = Annotated[
+    Path | None,
+    typer.Argument(help="API-format workflow JSON (omit with --template).", show_default=False),
+]
+TemplateOpt = Annotated[str | None, typer.Option(help="Saved template name instead.")]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Template value k=v (v parsed as JSON when it is)."),
+]
+PromptOpt = Annotated[str | None, typer.Option(help="Positive prompt to inject.")]
+NegativeOpt = Annotated[str | None, typer.Option(help="Negative prompt to inject.")]
+SeedOpt = Annotated[str | None, typer.Option(help="'random' or an integer.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds before the job is stopped.")]
+
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
 
 
 def run(
-    workflow: Annotated[
-        Path | None,
-        typer.Argument(help="API-format workflow JSON (omit with --template).", show_default=False),
-    ] = None,
+    workflow: WorkflowArg = None,
     comfy: Annotated[
         str | None, typer.Option("--comfy", help="ComfyUI URL [default: settings' comfy_url]")
     ] = None,
-    template: Annotated[str | None, typer.Option(help="Saved template name instead.")] = None,
+    template: TemplateOpt = None,
     templates_dir: Annotated[Path | None, typer.Option(help="Where templates live.")] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Template value k=v (v parsed as JSON when it is)."),
-    ] = None,
+    param: ParamOpt = None,
     image: Annotated[
         list[Path] | None, typer.Option("--image", "-i", help="Input image file (repeatable).")
     ] = None,
-    prompt: Annotated[str | None, typer.Option(help="Positive prompt to inject.")] = None,
-    negative: Annotated[str | None, typer.Option(help="Negative prompt to inject.")] = None,
-    seed: Annotated[str | None, typer.Option(help="'random' or an integer.")] = None,
+    prompt: PromptOpt = None,
+    negative: NegativeOpt = None,
+    seed: SeedOpt = None,
     width: Annotated[
         int | None,
         typer.Option(
@@ -55,9 +64,7 @@ def run(
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the artifacts.")] = Path("outputs"),
-    timeout: Annotated[
-        float | None, typer.Option(help="Seconds before the job is stopped.")
-    ] = None,
+    timeout: TimeoutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JobResult as JSON.")] = False,
     debug: Annotated[bool, typer.Option(help="Keep inputs/outputs on the server.")] = False,
     wait: Annotated[
@@ -176,23 +183,11 @@ def _seed(seed: str | None) -> int | str | None:
 async def _execute(
     spec: Any, url: str, templates_dir: Path | None, out: Path, quiet: bool, wait: float
 ) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     from comfyfleet.comfy import Client
     from comfyfleet.execute import execute
     from comfyfleet.outputs.local import LocalSink
 
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-        transient=True,
-    )
+    bar = _progress_bar(quiet)
     task = bar.add_task("connecting", total=100)
 
     def on_progress(report: Any) -> None:
@@ -209,6 +204,23 @@ async def _execute(
             return await execute(
                 spec, client, LocalSink(out), on_progress, templates_dir=templates_dir
             )
+
+
+def _progress_bar(quiet: bool) -> Any:
+    """A rich progress bar on stderr, drawn only on a terminal and unless ``quiet`` (JSON)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+        transient=True,
+    )
 
 
 def _fail(exc: Any, as_json: bool) -> None:

@@ -16,6 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
+from comfyfleet.client.commands import (
+    NegativeOpt,
+    ParamOpt,
+    PromptOpt,
+    SeedOpt,
+    TemplateOpt,
+    TimeoutOpt,
+    WorkflowArg,
+)
+
 TargetOpt = Annotated[
     str | None,
     typer.Option(
@@ -40,6 +50,7 @@ KeyOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the default off a TTY).")]
 OutOpt = Annotated[Path, typer.Option(help="Folder for the outputs.")]
+TaskArg = Annotated[str, typer.Argument(help="Task (or RunPod job) id.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -50,33 +61,25 @@ def register(app: typer.Typer) -> None:
 
 
 def submit(
-    workflow: Annotated[
-        Path | None,
-        typer.Argument(help="API-format workflow JSON (omit with --template).", show_default=False),
-    ] = None,
+    workflow: WorkflowArg = None,
     target: TargetOpt = None,
     kind: KindOpt = None,
     api_key: KeyOpt = None,
-    template: Annotated[str | None, typer.Option(help="Saved template name instead.")] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Template value k=v (v parsed as JSON when it is)."),
-    ] = None,
+    template: TemplateOpt = None,
+    param: ParamOpt = None,
     image: Annotated[
         list[str] | None,
         typer.Option("--image", "-i", help="Input image: a file or an http(s) URL (repeatable)."),
     ] = None,
-    prompt: Annotated[str | None, typer.Option(help="Positive prompt to inject.")] = None,
-    negative: Annotated[str | None, typer.Option(help="Negative prompt to inject.")] = None,
-    seed: Annotated[str | None, typer.Option(help="'random' or an integer.")] = None,
+    prompt: PromptOpt = None,
+    negative: NegativeOpt = None,
+    seed: SeedOpt = None,
     width: Annotated[int | None, typer.Option(min=1, help="Output width to inject.")] = None,
     height: Annotated[int | None, typer.Option(min=1, help="Output height to inject.")] = None,
     length: Annotated[
         int | None, typer.Option(min=1, help="Frames (video length) to inject.")
     ] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Seconds before the job is stopped.")
-    ] = None,
+    timeout: TimeoutOpt = None,
     priority: Annotated[int | None, typer.Option(help="Gateway queue priority.")] = None,
     webhook: Annotated[str | None, typer.Option(help="URL POSTed when it finishes.")] = None,
     idempotency_key: Annotated[
@@ -119,7 +122,7 @@ def submit(
 
 
 def status(
-    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    task: TaskArg,
     target: TargetOpt = None,
     kind: KindOpt = None,
     api_key: KeyOpt = None,
@@ -150,7 +153,7 @@ def status(
 
 
 def cancel(
-    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    task: TaskArg,
     target: TargetOpt = None,
     kind: KindOpt = None,
     api_key: KeyOpt = None,
@@ -176,7 +179,7 @@ def cancel(
 
 
 def result(
-    task: Annotated[str, typer.Argument(help="Task (or RunPod job) id.")],
+    task: TaskArg,
     target: TargetOpt = None,
     kind: KindOpt = None,
     api_key: KeyOpt = None,
@@ -223,19 +226,9 @@ def _with_client(
 def _finish(job: Any, out: Path, as_json: bool, *, follow: bool) -> None:
     """Follow ``job`` (a progress bar on a TTY, unless JSON), save its outputs, print them;
     a failed job exits 1 with its error."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from comfyfleet.client.commands import _progress_bar
 
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=_json(as_json) or not console.is_terminal,
-        transient=True,
-    )
+    bar = _progress_bar(_json(as_json))
     with bar:
         line = bar.add_task("submitted", total=100)
         for event in job.progress():
