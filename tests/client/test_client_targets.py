@@ -23,7 +23,7 @@ from comfyfleet.errors import (
 )
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing import ComfyTestServer
-from gateway.gateway_helpers import Served, serve
+from gateway.gateway_helpers import Served, catalogue_known, serve
 from worker.worker_helpers import WorkerProcess
 
 from .client_helpers import png
@@ -59,10 +59,7 @@ SOLID = {
 async def gateway(make_gateway_settings, comfy_process: ComfyTestServer) -> AsyncIterator[Served]:
     settings = make_gateway_settings(backends=[f"comfy={comfy_process.url}"])
     async with serve(create_app(settings)) as served:
-        fleet = served.gateway.fleet
-        async with asyncio.timeout(30):  # submit-time validation needs the backend's catalogue
-            while not fleet.catalogues():
-                await fleet.backend("comfy").changed(timeout=5)
+        await catalogue_known(served)
         yield served
 
 

@@ -81,6 +81,16 @@ async def serve(app: FastAPI) -> AsyncIterator[Served]:
         sock.close()
 
 
+async def catalogue_known(served: Served) -> None:
+    """Until the ``comfy`` backend's first health check has fetched its object_info (submit-time
+    validation needs it)."""
+    fleet = served.gateway.fleet
+    backend = fleet.backend("comfy")
+    async with asyncio.timeout(30):
+        while not fleet.catalogues():
+            await backend.changed(timeout=5)
+
+
 WORKFLOW = {
     "1": {
         "class_type": "EmptyImage",

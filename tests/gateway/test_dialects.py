@@ -3,7 +3,6 @@ graph (native and RunPod bodies); a string stays the text prompt."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,7 +11,7 @@ from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing import ComfyTestServer
 
-from .gateway_helpers import WORKFLOW, Served, serve
+from .gateway_helpers import WORKFLOW, Served, catalogue_known, serve
 
 
 @pytest.fixture
@@ -21,10 +20,7 @@ async def gateway(
 ) -> AsyncIterator[Served]:
     settings = make_settings(backends=[f"comfy={comfy_server.url}"])
     async with serve(create_app(settings)) as served:
-        fleet = served.gateway.fleet
-        async with asyncio.timeout(30):
-            while not fleet.catalogues():
-                await fleet.backend("comfy").changed(timeout=5)
+        await catalogue_known(served)
         yield served
 
 

@@ -21,7 +21,7 @@ from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing import ComfyTestServer
 
-from .gateway_helpers import Served, serve
+from .gateway_helpers import Served, catalogue_known, serve
 
 GRAPH = {
     "1": {
@@ -88,10 +88,7 @@ async def gateway(
     make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
 ) -> AsyncIterator[Served]:
     async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
-        fleet = served.gateway.fleet
-        async with asyncio.timeout(30):
-            while not fleet.catalogues():
-                await fleet.backend("comfy").changed(timeout=5)
+        await catalogue_known(served)
         yield served
 
 

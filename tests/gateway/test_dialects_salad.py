@@ -4,7 +4,6 @@ shapes of SaladTechnologies/comfyui-api's src/server.ts: the body echoed with ``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +15,7 @@ from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing import ComfyTestServer
 
-from .gateway_helpers import Served, serve
+from .gateway_helpers import Served, catalogue_known, serve
 
 GRAPH = {
     "1": {
@@ -32,10 +31,7 @@ async def gateway(
     make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
 ) -> AsyncIterator[Served]:
     async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
-        fleet = served.gateway.fleet
-        async with asyncio.timeout(30):
-            while not fleet.catalogues():
-                await fleet.backend("comfy").changed(timeout=5)
+        await catalogue_known(served)
         yield served
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,16 +12,7 @@ from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
 from comfyfleet.testing import ComfyTestServer
 
-from .gateway_helpers import WORKFLOW, Served, serve
-
-
-async def catalogue_known(served: Served) -> None:
-    """Until the backend's first health check has fetched its object_info."""
-    fleet = served.gateway.fleet
-    backend = fleet.backend("comfy")
-    async with asyncio.timeout(30):
-        while not fleet.catalogues():
-            await backend.changed(timeout=5)
+from .gateway_helpers import WORKFLOW, Served, catalogue_known, serve
 
 
 @pytest.fixture
