@@ -77,6 +77,15 @@ def worker(
     proc.stop()
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app (a proxy, a stand-in) on a free loopback port: its runner and URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
 # --- errors ----------------------------------------------------------------------------------
 def assert_names_node_and_input(error: WorkflowValidationError) -> None:
     assert "node 1 (EmptyImage) input 'width'" in error.message, error.message
@@ -194,13 +203,9 @@ class Flaky:
 
 async def test_lost_submit_answer_is_retried_without_a_second_task(gateway: Served) -> None:
     flaky = Flaky(gateway.url)
-    runner = web.AppRunner(flaky.app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve_app(flaky.app)
     try:
-        async with AsyncClient(f"http://127.0.0.1:{port}", kind="gateway") as client:
+        async with AsyncClient(url, kind="gateway") as client:
             job = await client.submit(SOLID)
             result = await job.wait(timeout=30)
     finally:
@@ -244,14 +249,6 @@ class CutStream:
             body=answer.content,
             content_type=answer.headers.get("content-type", "").split(";")[0] or None,
         )
-
-
-async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
 async def test_dropped_event_stream_is_resumed(gateway: Served) -> None:
@@ -340,12 +337,9 @@ async def runpod_cloud(worker: WorkerProcess) -> AsyncIterator[tuple[RunPodCloud
     runners = []
     urls = []
     for app in (cloud.api, cloud.files):
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, url = await serve_app(app)
         runners.append(runner)
-        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+        urls.append(url)
     cloud.bucket_url = urls[1]
     yield cloud, urls[0] + "/v2/ep1"
     for runner in runners:
