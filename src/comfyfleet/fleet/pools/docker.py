@@ -87,12 +87,7 @@ class DockerProvider(Provider):
         gpus = self.option("gpus")
         if gpus is not None and gpus != "all" and not gpus.isdigit():
             raise self.bad(f"gpus={gpus!r} must be all or a number of GPUs")
-        try:
-            env = json.loads(self.option("env") or "{}")
-        except ValueError:
-            env = None
-        if not isinstance(env, dict):
-            raise self.bad("env must be a JSON object of strings")
+        self.env_option()
 
     def preflight(self) -> None:
         import docker.errors
@@ -127,7 +122,7 @@ class DockerProvider(Provider):
         labels = self.labels(spec)
         port = free_port() if self.host_network else self.port
         command = self.option("command")
-        env = {**json.loads(self.option("env") or "{}"), **spec.env, "COMFYFLEET_PORT": str(port)}
+        env = {**self.env_option(), **spec.env, "COMFYFLEET_PORT": str(port)}
         options: dict[str, Any] = {
             "name": self._name(spec.worker_id),
             "labels": labels,

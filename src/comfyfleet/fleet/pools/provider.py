@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,16 @@ class Provider(abc.ABC):
 
     def bad(self, message: str) -> PoolSpecError:
         return PoolSpecError(f"pool {self.pool.name!r} ({self.kind}): {message}")
+
+    def env_option(self) -> dict[str, Any]:
+        """The ``env=`` option of the container providers: a JSON object (none: ``{}``)."""
+        try:
+            env = json.loads(self.option("env") or "{}")
+        except ValueError:
+            raise self.bad("env must be a JSON object of strings") from None
+        if not isinstance(env, dict):
+            raise self.bad("env must be a JSON object of strings")
+        return env
 
     def validate(self) -> None:  # noqa: B027 - most providers have nothing to check offline
         """Raise PoolSpecError (one line) for options that cannot work; no I/O, so

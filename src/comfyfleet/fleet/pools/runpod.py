@@ -16,7 +16,6 @@ container logs reachable through this API, so `logs` has nothing to give.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -49,13 +48,7 @@ class RunPodProvider(Provider):
             raise self.bad("needs image=... (a ComfyUI image, e.g. the project's worker image)")
         if not (self.option("port", "8188") or "").isdigit():
             raise self.bad(f"port={self.option('port')!r} must be a number")
-        if self.option("env"):
-            try:
-                env = json.loads(self.option("env") or "{}")
-            except ValueError:
-                raise self.bad("env must be a JSON object of strings") from None
-            if not isinstance(env, dict):
-                raise self.bad("env must be a JSON object of strings")
+        self.env_option()
         if not self.settings.runpod_api_key:
             raise self.bad("needs COMFYFLEET_RUNPOD_API_KEY (or RUNPOD_API_KEY)")
 
@@ -75,7 +68,7 @@ class RunPodProvider(Provider):
     async def start(self, spec: WorkerSpec) -> WorkerHandle:
         labels = self.labels(spec)
         env = {
-            **json.loads(self.option("env") or "{}"),
+            **self.env_option(),
             **spec.env,
             "COMFYFLEET_POOL": spec.pool,
             "COMFYFLEET_WORKER": spec.worker_id,
