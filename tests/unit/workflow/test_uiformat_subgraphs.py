@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wf_helpers import node
 
 from comfyfleet.errors import WorkflowFormatError
 from comfyfleet.workflow import ui_to_api
@@ -18,18 +19,6 @@ from comfyfleet.workflow.validate import find_errors
 
 INVERT_ID = "11111111-1111-4111-8111-111111111111"
 OUTER_ID = "22222222-2222-4222-8222-222222222222"
-
-
-def node(nid: int | str, kind: str, inputs=(), outputs=(), values=None, **extra) -> dict:
-    return {
-        "id": nid,
-        "type": kind,
-        "mode": 0,
-        "inputs": [dict(i) for i in inputs],
-        "outputs": [dict(o) for o in outputs],
-        "widgets_values": values if values is not None else [],
-        **extra,
-    }
 
 
 def link(lid, o, os_, t, ts, kind) -> dict:
@@ -191,12 +180,12 @@ def undeclared_and_dynamic_problems(graph: dict, object_info: dict) -> list[str]
     input of the chosen option. (How many sockets of an autogrow group are linked is the
     template's business: one template links one image where ComfyUI 0.8.0 wants two.)"""
     problems = []
-    for node_id, node in graph.items():
-        info = object_info.get(node["class_type"])
+    for node_id, entry in graph.items():
+        info = object_info.get(entry["class_type"])
         if info is None:
             continue
         specs = input_specs(info)
-        inputs = node["inputs"]
+        inputs = entry["inputs"]
         for name in inputs:
             if name.split(".")[0] not in specs:
                 problems.append(f"{node_id}: undeclared input {name!r}")

@@ -7,22 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from wf_helpers import node
 
 from comfyfleet.errors import WorkflowFormatError
 from comfyfleet.workflow import find_errors, ui_to_api
 from comfyfleet.workflow.widgets import CONTROL, widget_slots
-
-
-def node(nid: int, kind: str, values: Any = None, inputs=(), outputs=(), **extra) -> dict:
-    return {
-        "id": nid,
-        "type": kind,
-        "mode": 0,
-        "inputs": [dict(i) for i in inputs],
-        "outputs": [dict(o) for o in outputs],
-        "widgets_values": values if values is not None else [],
-        **extra,
-    }
 
 
 def api(graph: dict) -> dict:

@@ -16,3 +16,16 @@ CATALOGUE = REPO / "src" / "comfyfleet" / "testing" / "data" / "object_info.json
 
 def load(name: str) -> Any:
     return json.loads((DATA / name).read_text(encoding="utf-8"))
+
+
+def node(nid: int | str, kind: str, values: Any = None, inputs=(), outputs=(), **extra) -> dict:
+    """A node as the frontend saves it (UI format): ``values`` are its ``widgets_values``."""
+    return {
+        "id": nid,
+        "type": kind,
+        "mode": 0,
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+        "widgets_values": values if values is not None else [],
+        **extra,
+    }
