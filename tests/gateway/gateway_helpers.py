@@ -7,7 +7,7 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,10 @@ import uvicorn
 from fastapi import FastAPI
 from psycopg import sql
 
+from comfyfleet.config import Settings
+from comfyfleet.gateway.app import create_app
 from comfyfleet.gateway.state import Gateway
+from comfyfleet.testing import ComfyTestServer
 
 # One TLS context for every test client: building one per client costs ~0.1 s.
 TLS = ssl.create_default_context()
@@ -89,6 +92,17 @@ async def catalogue_known(served: Served) -> None:
     async with asyncio.timeout(30):
         while not fleet.catalogues():
             await backend.changed(timeout=5)
+
+
+@pytest.fixture(name="gateway")
+async def comfy_gateway(
+    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
+) -> AsyncIterator[Served]:
+    """The ``gateway`` of a module that imports this: the test server as its ``comfy`` backend,
+    whose catalogue is known."""
+    async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
+        await catalogue_known(served)
+        yield served
 
 
 WORKFLOW = {

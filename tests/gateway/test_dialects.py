@@ -3,25 +3,11 @@ graph (native and RunPod bodies); a string stays the text prompt."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
-import pytest
-
-from comfyfleet.config import Settings
-from comfyfleet.gateway.app import create_app
-from comfyfleet.testing import ComfyTestServer
-
-from .gateway_helpers import WORKFLOW, Served, catalogue_known, serve
-
-
-@pytest.fixture
-async def gateway(
-    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
-) -> AsyncIterator[Served]:
-    settings = make_settings(backends=[f"comfy={comfy_server.url}"])
-    async with serve(create_app(settings)) as served:
-        await catalogue_known(served)
-        yield served
+from .gateway_helpers import (
+    WORKFLOW,
+    Served,
+    comfy_gateway,  # noqa: F401  (the `gateway` fixture)
+)
 
 
 async def test_comfyui_body_runs_as_a_task(gateway: Served) -> None:

@@ -11,17 +11,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest
 from PIL import Image
 from websockets.sync.client import connect
 
 from comfyfleet.config import Settings
 from comfyfleet.gateway.app import create_app
-from comfyfleet.testing import ComfyTestServer
 
-from .gateway_helpers import Served, catalogue_known, serve
+from .gateway_helpers import (
+    Served,
+    comfy_gateway,  # noqa: F401  (the `gateway` fixture)
+    serve,
+)
 
 GRAPH = {
     "1": {
@@ -83,15 +85,6 @@ def get_images(server: str, prompt: dict) -> tuple[dict[str, list[bytes]], list[
 
 
 # --- the tests --------------------------------------------------------------------------------
-@pytest.fixture
-async def gateway(
-    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
-) -> AsyncIterator[Served]:
-    async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
-        await catalogue_known(served)
-        yield served
-
-
 def address(served: Served) -> str:
     return served.url.removeprefix("http://")
 

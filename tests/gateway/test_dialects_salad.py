@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Callable
 
-import pytest
 from PIL import Image
 
-from comfyfleet.config import Settings
-from comfyfleet.gateway.app import create_app
-from comfyfleet.testing import ComfyTestServer
-
-from .gateway_helpers import Served, catalogue_known, serve
+from .gateway_helpers import (
+    Served,
+    comfy_gateway,  # noqa: F401  (the `gateway` fixture)
+)
 
 GRAPH = {
     "1": {
@@ -24,15 +21,6 @@ GRAPH = {
     },
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "salad"}},
 }
-
-
-@pytest.fixture
-async def gateway(
-    make_settings: Callable[..., Settings], comfy_server: ComfyTestServer
-) -> AsyncIterator[Served]:
-    async with serve(create_app(make_settings(backends=[f"comfy={comfy_server.url}"]))) as served:
-        await catalogue_known(served)
-        yield served
 
 
 def decoded(data: str) -> Image.Image:
