@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from comfyfleet.testing import ComfyTestServer
+from worker.worker_helpers import WorkerProcess
 
 from .client_helpers import write_templates
 
@@ -24,6 +25,23 @@ def comfy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyTes
     server = ComfyTestServer.start_subprocess(root=tmp_path_factory.mktemp("comfy"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, comfy_process: ComfyTestServer, templates: Path
+) -> Iterator[WorkerProcess]:
+    """``comfyfleet worker --local`` (the runpod SDK's local API) on the module's test server,
+    with the templates and no free memory/disk thresholds."""
+    env = {
+        "COMFYUI_URL": comfy_process.url,
+        "COMFYFLEET_TEMPLATES_DIR": str(templates),
+        "COMFYFLEET_MIN_FREE_MEMORY_BYTES": "0",
+        "COMFYFLEET_MIN_FREE_DISK_BYTES": "0",
+    }
+    proc = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +61,6 @@ async def gateway(make_gateway_settings, comfy_process: ComfyTestServer) -> Asyn
     async with serve(create_app(settings)) as served:
         await catalogue_known(served)
         yield served
-
-
-@pytest.fixture(scope="module")
-def worker(
-    tmp_path_factory: pytest.TempPathFactory, comfy_process: ComfyTestServer
-) -> Iterator[WorkerProcess]:
-    env = {
-        "COMFYUI_URL": comfy_process.url,
-        "COMFYFLEET_MIN_FREE_MEMORY_BYTES": "0",
-        "COMFYFLEET_MIN_FREE_DISK_BYTES": "0",
-    }
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
-    yield proc
-    proc.stop()
 
 
 async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:

@@ -5,10 +5,8 @@ every output) against (a) the gateway, (b) the worker behind the runpod SDK's lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from comfyfleet.config import Settings
@@ -20,21 +18,6 @@ from worker.worker_helpers import WorkerProcess
 from .client_helpers import png, ten_line_script
 
 RED, BLUE, YELLOW = (255, 0, 0), (0, 0, 255), (255, 255, 0)
-
-
-@pytest.fixture(scope="module")
-def worker(
-    tmp_path_factory: pytest.TempPathFactory, comfy_process: ComfyTestServer, templates: Path
-) -> Iterator[WorkerProcess]:
-    env = {
-        "COMFYUI_URL": comfy_process.url,
-        "COMFYFLEET_TEMPLATES_DIR": str(templates),
-        "COMFYFLEET_MIN_FREE_MEMORY_BYTES": "0",
-        "COMFYFLEET_MIN_FREE_DISK_BYTES": "0",
-    }
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
-    yield proc
-    proc.stop()
 
 
 def inputs(tmp_path: Path) -> tuple[Path, bytes]:
