@@ -423,9 +423,11 @@ async def test_api_key_stays_in_the_session_and_out_of_urls(
         await expect(page.locator("#login")).to_be_hidden()
         await expect(page.locator("#task-status [data-state]")).to_have_text("succeeded")
         await expect(page.locator("#artifacts img[data-loaded='true']")).to_be_visible()
+        await expect(page.locator("#conn")).to_have_text("live")  # the feed, with the key
         assert await page.evaluate("sessionStorage.getItem('comfyfleet.key')") == key
         assert await page.evaluate("localStorage.length") == 0
         assert requests and not [url for url in requests if key in url]
+    # (The gateway stopped with the page's live feed still open: the feed ends on shutdown.)
 
 
 async def test_tasks_page_pages_through_older_tasks(gateway: Served, page: Page) -> None:

@@ -1,7 +1,7 @@
 // comfyfleet dashboard: a hash router over one module per page. No build step: plain ES modules
 // served by the gateway. The first screen's data comes embedded in the HTML (see routes/dashboard.py).
 import { state, el, needKey } from "./core.js";
-import { onLive } from "./live.js";
+import { onLive, reconnect } from "./live.js";
 import * as submit from "./submit.js";
 import * as tasks from "./tasks.js";
 import * as task from "./task.js";
@@ -48,6 +48,7 @@ document.getElementById("login").addEventListener("submit", (event) => {
   state.boot = {};  // embedded data was for a caller without a key
   document.getElementById("login").hidden = true;
   show();
+  reconnect();
 });
 document.getElementById("forget").addEventListener("click", () => {
   state.token = "";

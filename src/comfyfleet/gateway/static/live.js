@@ -5,6 +5,7 @@ import { sse } from "./core.js";
 
 const listeners = new Set();
 let started = false;
+let wake = () => {};
 
 function status(text) {
   const conn = document.getElementById("conn");
@@ -22,9 +23,14 @@ async function run() {
       }
     } catch { /* reconnect below */ }
     status("reconnecting…");
-    await new Promise((resolve) => setTimeout(resolve, delay));
+    await new Promise((resolve) => { wake = resolve; setTimeout(resolve, delay); });
     delay = Math.min(delay * 2, 10000);
   }
+}
+
+// Try again now (a key was just entered) instead of after the backoff.
+export function reconnect() {
+  wake();
 }
 
 export function onLive(listener) {
