@@ -255,4 +255,4 @@ async def test_a_schema_from_before_fingerprints_is_upgraded(
         await queue.close()
     with psycopg.connect(pg_url, options=f"-c search_path={pg_schema}") as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]

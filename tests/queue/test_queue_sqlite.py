@@ -45,7 +45,7 @@ async def test_wal_mode_and_migrations_are_tracked(tmp_path: Path) -> None:
         assert await queue.migrate() == []
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
 
 
 async def test_a_queue_from_before_fingerprints_is_upgraded_and_keeps_its_keys(
@@ -71,7 +71,7 @@ async def test_a_queue_from_before_fingerprints_is_upgraded_and_keeps_its_keys(
         with pytest.raises(Conflict):
             await queue.submit({"v": 2}, idempotency_key="new-key", fingerprint="f2")
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
 
 
 async def test_tasks_survive_a_restart(tmp_path: Path) -> None:

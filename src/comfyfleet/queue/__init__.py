@@ -15,6 +15,7 @@ from typing import Any
 from comfyfleet.queue.base import (
     FINISHED,
     STATUSES,
+    Fit,
     HeartbeatAnswer,
     Queue,
     QueueStats,
@@ -27,6 +28,7 @@ from comfyfleet.queue.base import (
 __all__ = [
     "FINISHED",
     "STATUSES",
+    "Fit",
     "HeartbeatAnswer",
     "Queue",
     "QueueStats",

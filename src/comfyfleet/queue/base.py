@@ -69,11 +69,27 @@ class Task:
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     webhook_url: str | None
+    models: list[str] | None = None  # model files it needs ("folder/file"); None = any claimer
+    checkpoint: str | None = None  # its warm key: claimers that ran it last prefer the task
     deliveries: tuple[WebhookDelivery, ...] = ()  # filled by `get` only
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """What a claimer runs well (model-aware placement, see docs/fleet.md).
+
+    ``have``: the model files it has; it takes tasks without ``models``, those whose models it
+    all has, and any other once that task has been due for the queue's ``placement_wait``
+    (nobody starves behind a busy or vanished backend). None: unknown, it takes any task.
+    ``warm``: the checkpoint it ran last; among the first ``affinity_window`` tasks it could
+    take (same priority), it takes one with that checkpoint first."""
+
+    have: frozenset[str] | None = None
+    warm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +119,10 @@ class Queue(abc.ABC):
     """A durable priority queue of tasks. Use as ``async with open_queue(url) as q``."""
 
     clock: Clock
+    # Placement (see `Fit`): seconds a due task waits for a claimer that has its models before
+    # anyone may take it, and how many takeable head tasks a warm claimer looks through.
+    placement_wait: float = 30.0
+    affinity_window: int = 8
 
     async def __aenter__(self) -> Queue:
         await self.open()
@@ -136,8 +156,11 @@ class Queue(abc.ABC):
         target: str | None = None,
         task_id: str | None = None,
         fingerprint: str | None = None,
+        models: Collection[str] | None = None,
+        checkpoint: str | None = None,
     ) -> tuple[Task, bool]:
-        """Enqueue; with a known ``idempotency_key`` return the existing task and False, or
+        """Enqueue; ``models``/``checkpoint`` are its placement (see `Fit`; empty models are
+        stored as None). with a known ``idempotency_key`` return the existing task and False, or
         raise Conflict if that task was submitted with another ``fingerprint`` (the caller's
         hash of what was asked; kept with the task). A ``task_id`` that already exists without
         that key raises Conflict."""
@@ -151,10 +174,12 @@ class Queue(abc.ABC):
         backend: str | None = None,
         targets: Collection[str] | None = None,
         wait: float = 0.0,
+        fit: Fit | None = None,
     ) -> Task | None:
         """Atomically take the best due task (priority desc, then FIFO), mark it running,
         count the attempt. ``targets`` None takes any task, else untargeted ones and those
-        whose target is listed. ``wait`` > 0 waits that long for work (event-driven)."""
+        whose target is listed. ``wait`` > 0 waits that long for work (event-driven).
+        ``fit``: the claimer's model files and warm checkpoint (see `Fit`)."""
 
     @abc.abstractmethod
     async def heartbeat(

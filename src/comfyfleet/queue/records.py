@@ -17,7 +17,7 @@ _TIMES = (
     "started_at",
     "finished_at",
 )
-_JSON = ("payload", "progress", "result", "error")
+_JSON = ("payload", "progress", "result", "error", "models")
 _TASK_FIELDS = tuple(name for name in Task.__dataclass_fields__ if name != "deliveries")
 
 

@@ -101,10 +101,10 @@ class SqliteQueue(SqlQueue):
         sql = Q[query]
         return await self._call(lambda conn: conn.execute(sql, params).fetchall())
 
-    async def _claim_row(self, params: dict[str, Any]) -> Row | None:
+    async def _claim_row(self, params: dict[str, Any], query: str = "claim") -> Row | None:
         """The thread commits a claim even if we are cancelled meanwhile: then its result
         goes to `_hand_back` (no shielding: an extra loop hop per claim costs throughput)."""
-        sql = Q["claim"]
+        sql = Q[query]
 
         def orphaned(rows: builtins.list[Row]) -> None:
             self._hand_back(rows[0] if rows else None)

@@ -20,6 +20,7 @@ from typing import Any
 from comfyfleet.errors import Conflict, InvalidRequest, NotFound
 from comfyfleet.queue.base import (
     STATUSES,
+    Fit,
     HeartbeatAnswer,
     QueueStats,
     Task,
@@ -50,6 +51,7 @@ class SqlQueue(EventQueue):
     def __init__(self) -> None:
         super().__init__()
         self._handing_back: set[asyncio.Future[Any]] = set()  # claims nobody received
+        self._have_encoded: tuple[frozenset[str], Any] | None = None  # see `_fit`
 
     # --- what an engine provides ------------------------------------------------------------
     time_in: Convert  # datetime -> stored time
@@ -115,6 +117,8 @@ class SqlQueue(EventQueue):
         target: str | None = None,
         task_id: str | None = None,
         fingerprint: str | None = None,
+        models: Collection[str] | None = None,
+        checkpoint: str | None = None,
     ) -> tuple[Task, bool]:
         if max_attempts < 1:
             raise InvalidRequest("max_attempts must be at least 1", max_attempts=max_attempts)
@@ -133,6 +137,8 @@ class SqlQueue(EventQueue):
             "target": target,
             "webhook_url": webhook_url,
             "request_fingerprint": fingerprint,
+            "models": self.json_in(builtins.list(models)) if models else None,
+            "checkpoint": checkpoint,
             "now": now,
         }
         for _ in range(3):  # the keyed task may be purged between the two statements
@@ -157,6 +163,7 @@ class SqlQueue(EventQueue):
         lease_seconds: float,
         backend: str | None,
         targets: Collection[str] | None,
+        fit: Fit | None = None,
     ) -> Task | None:
         params = {
             "owner": owner,
@@ -165,18 +172,32 @@ class SqlQueue(EventQueue):
             "targets": self._targets(targets),
             "now": self._now(),
         }
-        row = await self._claim_row(params)
+        query = "claim"
+        if fit is not None and (fit.have is not None or fit.warm is not None):
+            query = "claim_placed"
+            params.update(self._fit(fit), window=self.affinity_window)
+        row = await self._claim_row(params, query)
         if row is None:
             return None
         task = self._task(row)
         self._changed([task])
         return task
 
-    async def _claim_row(self, params: dict[str, Any]) -> Row | None:
+    def _fit(self, fit: Fit) -> dict[str, Any]:
+        """A claimer's `Fit` as query parameters (its file list encoded once per set)."""
+        have = None
+        if fit.have is not None:
+            cached = self._have_encoded
+            if cached is None or cached[0] is not fit.have:
+                cached = self._have_encoded = (fit.have, self.json_in(sorted(fit.have)))
+            have = cached[1]
+        return {"have": have, "warm": fit.warm, "placement_wait": self.placement_wait}
+
+    async def _claim_row(self, params: dict[str, Any], query: str = "claim") -> Row | None:
         """Run the claim so that one committing after our cancellation (PostgreSQL may have
         committed before the cancel reached it) is handed back, not lost: shielded, and its
         result, should it come too late, goes to `_hand_back`."""
-        claiming = asyncio.ensure_future(self._row("claim", params))
+        claiming = asyncio.ensure_future(self._row(query, params))
         try:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -214,9 +235,16 @@ class SqlQueue(EventQueue):
         while self._handing_back:
             await asyncio.gather(*self._handing_back, return_exceptions=True)
 
-    async def _next_run_at(self, targets: Collection[str] | None) -> datetime | None:
+    async def _next_run_at(
+        self, targets: Collection[str] | None, fit: Fit | None = None
+    ) -> datetime | None:
         params = {"targets": self._targets(targets)}
-        row = await self._row("next_run_at", params)
+        query = "next_run_at"
+        if fit is not None and (fit.have is not None or fit.warm is not None):
+            query = "next_run_at_placed"
+            params.update(self._fit(fit))
+            del params["warm"]
+        row = await self._row(query, params)
         return None if row is None else self._maybe(row["next_run_at"], self.time_out)
 
     async def heartbeat(

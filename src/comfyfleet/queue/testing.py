@@ -27,8 +27,8 @@ def spy_before_wait(q: Any) -> asyncio.Event:
     waiting = asyncio.Event()
     original = q._next_run_at
 
-    async def next_run_at(targets: Any) -> Any:
-        value = await original(targets)
+    async def next_run_at(*args: Any) -> Any:
+        value = await original(*args)
         waiting.set()
         return value
 

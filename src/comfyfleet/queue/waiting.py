@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Collection, Iterator
 from datetime import datetime
 
-from comfyfleet.queue.base import Queue, Task
+from comfyfleet.queue.base import Fit, Queue, Task
 
 
 class Wakeup:
@@ -103,10 +103,13 @@ class EventQueue(Queue):
         lease_seconds: float,
         backend: str | None,
         targets: Collection[str] | None,
+        fit: Fit | None = None,
     ) -> Task | None:
         raise NotImplementedError
 
-    async def _next_run_at(self, targets: Collection[str] | None) -> datetime | None:
+    async def _next_run_at(
+        self, targets: Collection[str] | None, fit: Fit | None = None
+    ) -> datetime | None:
         """Earliest ``run_at`` of a queued task this claimer could take (due ones included:
         one that is due right after a claim found nothing was skipped, or has just come)."""
         raise NotImplementedError
@@ -123,17 +126,18 @@ class EventQueue(Queue):
         backend: str | None = None,
         targets: Collection[str] | None = None,
         wait: float = 0.0,
+        fit: Fit | None = None,
     ) -> Task | None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait
         retry = self.locked_retry_first
         while True:
             seen = self._work.generation
-            task = await self._claim_once(owner, lease_seconds, backend, targets)
+            task = await self._claim_once(owner, lease_seconds, backend, targets, fit)
             remaining = give_up - loop.time()
             if task is not None or remaining <= 0:
                 return task
-            next_run = await self._next_run_at(targets)
+            next_run = await self._next_run_at(targets, fit)
             if next_run is not None:
                 due_in = (next_run - self.clock()).total_seconds()
                 if due_in > 0:

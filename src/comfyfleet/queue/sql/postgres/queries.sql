@@ -19,9 +19,11 @@ INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_task
 INSERT INTO tasks (id, priority, payload, idempotency_key, max_attempts, run_at,
-                   timeout_seconds, target, webhook_url, request_fingerprint, created_at)
+                   timeout_seconds, target, webhook_url, request_fingerprint, models,
+                   checkpoint, created_at)
 VALUES (%(id)s, %(priority)s, %(payload)s, %(idempotency_key)s, %(max_attempts)s, %(run_at)s,
-        %(timeout_seconds)s, %(target)s, %(webhook_url)s, %(request_fingerprint)s, %(now)s)
+        %(timeout_seconds)s, %(target)s, %(webhook_url)s, %(request_fingerprint)s, %(models)s,
+        %(checkpoint)s, %(now)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -65,6 +67,52 @@ UPDATE tasks
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
 RETURNING *;
+
+-- name: claim_placed
+-- The claim of a claimer that says what it runs well (base.Fit): only tasks whose models it
+-- has (or that name none, or have been due for placement_wait: nobody starves), and among the
+-- first `window` of those in run order, within the top priority, an overdue one first, then
+-- one with its warm checkpoint, then FIFO. Only the chosen row is locked (SKIP LOCKED: a
+-- candidate another claim holds is passed over).
+UPDATE tasks
+   SET status = 'running',
+       attempts = attempts + 1,
+       lease_owner = %(owner)s,
+       lease_expires_at = %(now)s + make_interval(secs => %(lease_seconds)s),
+       started_at = %(now)s,
+       deadline_at = %(now)s + make_interval(secs => timeout_seconds),
+       backend = %(backend)s,
+       progress = NULL
+ WHERE id = (
+        SELECT id FROM tasks
+         WHERE id IN (
+                SELECT id FROM tasks
+                 WHERE status = 'queued'
+                   AND run_at <= %(now)s
+                   AND (%(targets)s::text[] IS NULL OR target IS NULL
+                        OR target = ANY (%(targets)s::text[]))
+                   AND (models IS NULL OR %(have)s::jsonb IS NULL
+                        OR run_at <= %(now)s - make_interval(secs => %(placement_wait)s)
+                        OR models <@ %(have)s::jsonb)
+                 ORDER BY priority DESC, seq
+                 LIMIT %(window)s)
+           AND status = 'queued'
+         ORDER BY priority DESC,
+                  run_at <= %(now)s - make_interval(secs => %(placement_wait)s) DESC,
+                  coalesce(checkpoint = %(warm)s::text, false) DESC, seq
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: next_run_at_placed
+-- As next_run_at, for claim_placed: a task whose models the claimer lacks is its to take
+-- only placement_wait after it is due.
+SELECT min(CASE WHEN models IS NULL OR %(have)s::jsonb IS NULL OR models <@ %(have)s::jsonb
+                THEN run_at
+                ELSE run_at + make_interval(secs => %(placement_wait)s) END) AS next_run_at
+  FROM tasks
+ WHERE status = 'queued'
+   AND (%(targets)s::text[] IS NULL OR target IS NULL OR target = ANY (%(targets)s::text[]));
 
 -- name: unclaim
 -- A claim committed for a claimer that was cancelled before receiving it: back to queued in

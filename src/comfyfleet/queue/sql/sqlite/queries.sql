@@ -16,9 +16,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 
 -- name: insert_task
 INSERT INTO tasks (id, priority, payload, idempotency_key, max_attempts, run_at,
-                   timeout_seconds, target, webhook_url, request_fingerprint, created_at)
+                   timeout_seconds, target, webhook_url, request_fingerprint, models,
+                   checkpoint, created_at)
 VALUES (:id, :priority, :payload, :idempotency_key, :max_attempts, :run_at,
-        :timeout_seconds, :target, :webhook_url, :request_fingerprint, :now)
+        :timeout_seconds, :target, :webhook_url, :request_fingerprint, :models,
+        :checkpoint, :now)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -50,6 +52,51 @@ UPDATE tasks
          ORDER BY priority DESC, seq
          LIMIT 1)
 RETURNING *;
+
+-- name: claim_placed
+-- The claim of a claimer that says what it runs well (base.Fit): only tasks whose models it
+-- has (or that name none, or have been due for :placement_wait: nobody starves), and among the
+-- first :window of those in run order, within the top priority, an overdue one first, then one
+-- with its warm checkpoint, then FIFO.
+UPDATE tasks
+   SET status = 'running',
+       attempts = attempts + 1,
+       lease_owner = :owner,
+       lease_expires_at = :now + :lease_seconds,
+       started_at = :now,
+       deadline_at = :now + timeout_seconds,
+       backend = :backend,
+       progress = NULL
+ WHERE seq = (
+        SELECT seq FROM (
+                SELECT seq, priority, run_at, checkpoint FROM tasks INDEXED BY tasks_claim
+                 WHERE status = 'queued'
+                   AND run_at <= :now
+                   AND (:targets IS NULL OR target IS NULL
+                        OR target IN (SELECT value FROM json_each(:targets)))
+                   AND (models IS NULL OR :have IS NULL OR run_at <= :now - :placement_wait
+                        OR NOT EXISTS (SELECT 1 FROM json_each(models) AS need
+                                        WHERE need.value NOT IN
+                                              (SELECT value FROM json_each(:have))))
+                 ORDER BY priority DESC, seq
+                 LIMIT :window)
+         ORDER BY priority DESC, run_at <= :now - :placement_wait DESC,
+                  coalesce(checkpoint = :warm, 0) DESC, seq
+         LIMIT 1)
+RETURNING *;
+
+-- name: next_run_at_placed
+-- As next_run_at, for claim_placed: a task whose models the claimer lacks is its to take
+-- only :placement_wait after it is due.
+SELECT min(CASE WHEN models IS NULL OR :have IS NULL
+                     OR NOT EXISTS (SELECT 1 FROM json_each(models) AS need
+                                     WHERE need.value NOT IN
+                                           (SELECT value FROM json_each(:have)))
+                THEN run_at ELSE run_at + :placement_wait END) AS next_run_at
+  FROM tasks INDEXED BY tasks_claim
+ WHERE status = 'queued'
+   AND (:targets IS NULL OR target IS NULL
+        OR target IN (SELECT value FROM json_each(:targets)));
 
 -- name: unclaim
 -- A claim committed for a claimer that was cancelled before receiving it: back to queued in
