@@ -137,7 +137,10 @@ def check(config: ProvisionConfig) -> Status:
             "the pinned versions changed: " + _diff(installed.get("pinned"), config.pinned()),
             installed,
         )
-    for path in (config.comfy_dir / "main.py", config.venv_python):
+    needed = [config.comfy_dir / "main.py", config.venv_python]
+    if config.swarm is not None:
+        needed.append(config.swarm_dir / ".git")
+    for path in needed:
         if not path.exists():
             return Status(False, f"{path} is missing", installed)
     return Status(True, "provisioned", installed)
