@@ -10,8 +10,9 @@ order, times the same jobs two ways:
 * **bare**: the least a correct client does -- one persistent websocket, keep-alive HTTP,
   upload, ``POST /prompt`` (own prompt_id), wait for ``executing {node: null}``,
   ``GET /history``, ``GET /view``;
-* **gateway**: ``POST /api/v1/tasks?wait=60`` (keep-alive httpx) and ``GET`` of the artifact
-  URL in the answer -- everything a user of the gateway does to get the bytes.
+* **gateway**: ``POST /api/v1/tasks?wait=60`` and ``GET`` of the artifact URL in the answer --
+  everything a user of the gateway does to get the bytes -- with the same client library
+  as the bare side (aiohttp, keep-alive connections).
 
 Workloads: W1 = EmptyImage 512² → SaveImage (a fresh colour every job), W2 = LoadImage of a
 fresh 64x48 PNG sent with the job → ImageInvert → SaveImage, and a burst of 20 jobs sent at
@@ -157,14 +158,17 @@ class Bare:
 
 
 class Gateway:
-    """The gateway's own API: submit with ``?wait``, then fetch the artifacts."""
+    """The gateway's own API: submit with ``?wait``, then fetch the artifacts (aiohttp with
+    keep-alive connections, the same client library as the bare side)."""
 
     def __init__(self, url: str) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self.http = httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+        self.url = url
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.session.close()
 
     def job(self, workload: str) -> Callable[[], Awaitable[list[bytes]]]:
         if workload == "W1":
@@ -175,15 +179,17 @@ class Gateway:
         return lambda: self.run(body)
 
     async def run(self, body: dict[str, Any]) -> list[bytes]:
-        resp = await self.http.post("/api/v1/tasks", params={"wait": 60}, json=body)
-        task = resp.json()
-        if resp.status_code != 200 or task.get("status") != "succeeded":
-            raise SystemExit(f"gateway task did not succeed: HTTP {resp.status_code} {task}")
+        url = self.url + "/api/v1/tasks?wait=60"
+        async with self.session.post(url, json=body) as resp:
+            task = await resp.json()
+            status = resp.status
+        if status != 200 or task.get("status") != "succeeded":
+            raise SystemExit(f"gateway task did not succeed: HTTP {status} {task}")
         files = []
         for artifact in task["result"]["artifacts"]:
-            got = await self.http.get(artifact["url"])
-            got.raise_for_status()
-            files.append(got.content)
+            async with self.session.get(artifact["url"]) as got:
+                got.raise_for_status()
+                files.append(await got.read())
         return files
 
 
@@ -232,6 +238,7 @@ async def burst(side: Bare | Gateway) -> float:
 async def compare(comfy: str, gateway_url: str, n: int, bursts: int, root: Path) -> None:
     bare, gateway = Bare(comfy, root), Gateway(gateway_url)
     await bare.start()
+    await gateway.start()
     sides: dict[str, Bare | Gateway] = {"bare": bare, "gateway": gateway}
     samples: dict[tuple[str, str], list[float]] = {}
     try:
@@ -274,6 +281,7 @@ async def soak(comfy: str, gateway_url: str, jobs: int, proc: ComfyTestProcess) 
     load during the soak shows in both and can be told from the gateway slowing down."""
     bare, gateway = Bare(comfy, proc.root), Gateway(gateway_url)
     await bare.start()
+    await gateway.start()
     latencies: list[float] = []
     baseline: dict[str, list[float]] = {"first": [], "last": []}
     started = time.perf_counter()
