@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings import SettingsError as SourceError
 
 from comfyfleet.envforms import LIST_FORM, split_list
@@ -51,8 +57,33 @@ def expected_form(annotation: Any) -> str:
     return _FORMS.get(annotation, "a valid value")
 
 
+class _DeclaredVariablesOnly(EnvSettingsSource):
+    """The environment as declared: a field is read from its ``COMFYFLEET_*`` variable (and the
+    legacy names listed with it), never from its bare name, so an unrelated ``PORT`` or
+    ``HOST`` in the environment (PaaS, Kubernetes service links) cannot leak into Settings.
+    (``populate_by_name`` is for keyword arguments in code, not for the environment.)"""
+
+    def _extract_field_info(self, field: Any, field_name: str, *args: Any, **kwargs: Any) -> Any:
+        found = super()._extract_field_info(field, field_name, *args, **kwargs)
+        if field.validation_alias is None:
+            return found
+        return [info for info in found if info[1].lower() != field_name.lower()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _DeclaredVariablesOnly(settings_cls)
+        return init_settings, env, dotenv_settings, file_secret_settings
 
     # --- ComfyUI -------------------------------------------------------------------------
     comfy_url: str = Field(

@@ -104,3 +104,19 @@ def test_every_command_reports_a_bad_setting_in_one_line(tmp_path: Path, args: l
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert "COMFYFLEET_LOG_JSON='maybe'" in lines[0] and "Traceback" not in run.stderr
+
+
+def test_only_declared_variables_are_read_never_bare_field_names(env) -> None:
+    """A platform's PORT/HOST/JOB_TIMEOUT must not reconfigure the gateway; ours and the
+    listed legacy names do; keyword arguments in code still use field names."""
+    env(PORT="1234", JOB_TIMEOUT="5", BACKENDS="http://elsewhere:1", COMFYUI_URL="http://c:1")
+    settings = Settings()
+    assert settings.port == Settings.model_fields["port"].default
+    assert settings.job_timeout == Settings.model_fields["job_timeout"].default
+    assert settings.backends == Settings.model_fields["backends"].get_default(
+        call_default_factory=True
+    )
+    assert settings.comfy_url == "http://c:1"  # a legacy name listed with the field
+    env(COMFYFLEET_PORT="9001")
+    assert Settings().port == 9001
+    assert Settings(port=5).port == 5
