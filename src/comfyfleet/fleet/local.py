@@ -20,10 +20,11 @@ from comfyfleet.config import Settings
 from comfyfleet.errors import Conflict
 from comfyfleet.fleet.agent import Lease, Verdict, earlier_errors
 from comfyfleet.fleet.events import TaskEvents
+from comfyfleet.fleet.placement import files_of
 from comfyfleet.fleet.turn import Turn
 from comfyfleet.jobs import JobResult, JobSpec, Progress
 from comfyfleet.outputs.sink import Sink
-from comfyfleet.queue.base import Queue, Task
+from comfyfleet.queue.base import Fit, Queue, Task
 
 if TYPE_CHECKING:
     from comfyfleet.models.jobmodels import JobModels
@@ -58,7 +59,11 @@ def status_event(task: Task, **extra: Any) -> dict[str, Any]:
 
 
 class QueueSource:
-    """Claims from the queue in this process; reports there and on the events bus."""
+    """Claims from the queue in this process; reports there and on the events bus.
+
+    With ``catalogue`` (the backend's cached object_info, or None while unknown) it claims
+    model-aware: tasks whose model files the backend lists, and first those loading the
+    checkpoint it ran last (`Fit`, see docs/fleet.md "Model-aware placement")."""
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class QueueSource:
         job_timeout: float,
         events: TaskEvents | None = None,
         targets: Collection[str] | None = None,
+        catalogue: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.queue = queue
         self.owner = owner
@@ -78,16 +84,27 @@ class QueueSource:
         self.job_timeout = job_timeout
         self.events = events
         self.targets = targets
+        self.catalogue = catalogue
+        self.warm: str | None = None  # the checkpoint of the task claimed last
+        self._fit: Fit | None = None
+        self._files: tuple[dict[str, Any], frozenset[str]] | None = None  # catalogue's files
         # Each running task's latest step: heartbeats record progress at their own rate, a
         # failure records the stage the attempt really stopped in.
         self._latest: dict[str, dict[str, Any]] = {}
 
     async def claim(self, wait: float) -> Lease | None:
         task = await self.queue.claim(
-            self.owner, self.lease_seconds, backend=self.backend, targets=self.targets, wait=wait
+            self.owner,
+            self.lease_seconds,
+            backend=self.backend,
+            targets=self.targets,
+            wait=wait,
+            fit=self.fit(),
         )
         if task is None:
             return None
+        if task.checkpoint is not None:
+            self.warm = task.checkpoint
         log.debug("%s claimed %s (attempt %d)", self.backend, task.id, task.attempts)
         left = seconds_left(task, self.queue, self.job_timeout)
         self._publish(task)
@@ -99,6 +116,23 @@ class QueueSource:
             deadline=asyncio.get_running_loop().time() + left,
             earlier=earlier_errors(task.error, task.attempts),
         )
+
+    def fit(self) -> Fit | None:
+        """What this backend runs well now: its files (from its cached catalogue) and its
+        warm checkpoint; the same object while neither changes (the queue caches its
+        encoding)."""
+        info = self.catalogue() if self.catalogue is not None else None
+        have = None
+        if info is not None:
+            if self._files is None or self._files[0] is not info:
+                self._files = (info, files_of(info))
+            have = self._files[1]
+        if have is None and self.warm is None:
+            return None
+        fit = self._fit
+        if fit is None or fit.have is not have or fit.warm != self.warm:
+            fit = self._fit = Fit(have=have, warm=self.warm)
+        return fit
 
     async def heartbeat(self, lease: Lease, progress: dict[str, Any] | None) -> Verdict:
         answer = await self.queue.heartbeat(lease.task_id, self.owner, self.lease_seconds, progress)

@@ -158,7 +158,9 @@ class Fleet:
             self._sink_for = ArtifactStore.from_settings(self.settings).sink
         return self._sink_for(task_id)
 
-    def _source(self, name: str) -> QueueSource:
+    def _source(self, name: str, runner: Any = None) -> QueueSource:
+        """A local queue source; one for a runner with a catalogue claims model-aware."""
+        catalogue = getattr(runner, "catalogue", None)
         return QueueSource(
             self.queue,
             owner=f"{name}@{self.replica}",
@@ -166,12 +168,13 @@ class Fleet:
             lease_seconds=self.settings.lease_seconds,
             job_timeout=self.settings.job_timeout,
             events=self.events,
+            catalogue=catalogue if callable(catalogue) else None,
         )
 
     def _agent(self, backend: Backend, runner: Any) -> Agent:
         return Agent(
             backend,
-            self._source(backend.name),
+            self._source(backend.name, runner),
             runner,
             retry_backoff=self.retry_backoff,
         )

@@ -47,6 +47,8 @@ async def enqueue(
         timeout_seconds=submission.spec.timeout or settings.job_timeout,
         webhook_url=options.webhook,
         task_id=submission.spec.id,
+        models=submission.models,
+        checkpoint=submission.checkpoint,
     )
     if created:
         gateway.metrics.submitted.labels(source).inc()

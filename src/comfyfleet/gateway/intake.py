@@ -10,6 +10,7 @@ In the native and RunPod bodies a ``prompt`` that is an object is the API graph 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from comfyfleet.errors import (
     TemplateNotFound,
     WorkflowValidationError,
 )
+from comfyfleet.fleet.placement import placement
 from comfyfleet.gateway.schemas import RunpodTaskCreate, SeedTaskCreate, TaskCreate, TaskOptions
 from comfyfleet.jobs import JobSpec, new_id
 from comfyfleet.outputs.artifacts import is_safe_segment
@@ -41,6 +43,10 @@ class Submission:
     options: TaskOptions
     source: Source
     workflow_id: str | None = None
+    # Placement (fleet.placement): the model files a backend must have to take the task (empty
+    # when none, or when no backend known now has them all) and its warm checkpoint.
+    models: tuple[str, ...] = ()
+    checkpoint: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """What the queue stores: the spec, plus where it came from (and, when asked for,
@@ -107,7 +113,16 @@ def parse_submission(
         check_template(submission.spec.template, templates_dir)
     elif catalogues:
         check_workflow(submission.spec, catalogues)
-    return submission
+    return placed(submission, catalogues)
+
+
+def placed(submission: Submission, catalogues: Sequence[dict[str, Any]]) -> Submission:
+    """The submission with its placement: what it loads, kept as a claim filter only when a
+    backend known now has all of it (see docs/fleet.md "Model-aware placement")."""
+    needs = placement(submission.spec, catalogues)
+    if not needs.files and needs.checkpoint is None:
+        return submission
+    return dataclasses.replace(submission, models=needs.files, checkpoint=needs.checkpoint)
 
 
 def check_workflow(spec: JobSpec, catalogues: Sequence[dict[str, Any]]) -> None:

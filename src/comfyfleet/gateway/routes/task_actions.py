@@ -83,6 +83,8 @@ async def retry_task(task_id: str, request: Request, gateway: GatewayDep, _: Sub
         timeout_seconds=old.timeout_seconds,
         webhook_url=old.webhook_url,
         task_id=spec["id"],
+        models=old.models,
+        checkpoint=old.checkpoint,
     )
     gateway.metrics.submitted.labels(str(payload.get("source") or "native")).inc()
     body = task_out(task, str(request.base_url))

@@ -96,6 +96,8 @@ async def create_task(
         timeout_seconds=submission.spec.timeout or settings.job_timeout,
         webhook_url=options.webhook,
         task_id=submission.spec.id,
+        models=submission.models,
+        checkpoint=submission.checkpoint,
     )
     code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     if created:
