@@ -1,8 +1,9 @@
 """The embedded engine: one SQLite file in WAL mode, driven from one dedicated thread.
 
-Every statement runs on the queue's own thread (the event loop never blocks) inside
-``BEGIN IMMEDIATE`` (a claim stays atomic even if a second process opens the file);
-concurrent calls share one transaction (see `sqlite_thread`).
+Every statement runs inside ``BEGIN IMMEDIATE`` (a claim stays atomic even if a second process
+opens the file) on the queue's own thread, where concurrent calls share one transaction --
+except point statements (`POINT_QUERIES`, and claims), which run on the event loop at once
+while the thread is idle: ~15 µs there against ~250 µs for the hop (see `sqlite_thread`).
 Wake-ups are in-process only: SQLite cannot notify another process, so one file is served by
 one gateway process; use PostgreSQL for replicas.
 """
@@ -25,6 +26,24 @@ from comfyfleet.queue.sqlite_thread import SqliteThread
 from comfyfleet.queue.sqlqueue import Row, SqlQueue
 
 Q = load_queries("sqlite")
+# Statements that touch a row or two through an index: cheap enough to run on the event loop
+# when the queue's thread is idle (scans -- lists, stats, positions, purges -- never do).
+POINT_QUERIES = frozenset(
+    {
+        "insert_task",
+        "get_task",
+        "get_task_by_key",
+        "task_deliveries",
+        "next_run_at",
+        "unclaim",
+        "heartbeat",
+        "complete",
+        "fail",
+        "cancel",
+        "webhook_delivered",
+        "webhook_failed",
+    }
+)
 
 
 def _time_out(value: float | None) -> datetime | None:
@@ -80,18 +99,26 @@ class SqliteQueue(SqlQueue):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; fast in WAL
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints (see sqlite_thread)
         conn.execute("PRAGMA foreign_keys=ON")
         assert self._thread is not None
+        self._thread.busy_timeout_ms = int(self.busy_timeout * 1000)
         self._thread.conn = conn
 
     async def _call(
-        self, fn: Any, *, alone: bool = False, orphaned: Callable[[Any], None] | None = None
+        self,
+        fn: Any,
+        *,
+        alone: bool = False,
+        orphaned: Callable[[Any], None] | None = None,
+        inline: bool = False,
     ) -> Any:
-        """Run ``fn(conn)`` on the queue's thread (batched into a shared transaction)."""
+        """Run ``fn(conn)`` on the queue's thread (batched into a shared transaction), or at
+        once on this loop when ``inline`` and the thread is idle (see `sqlite_thread`)."""
         if self._thread is None:
             raise QueueError("the queue is not open")
         try:
-            return await self._thread.call(fn, alone=alone, orphaned=orphaned)
+            return await self._thread.call(fn, alone=alone, orphaned=orphaned, inline=inline)
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"sqlite: {exc}") from exc
         except sqlite3.Error as exc:
@@ -99,7 +126,9 @@ class SqliteQueue(SqlQueue):
 
     async def _rows(self, query: str, params: dict[str, Any]) -> builtins.list[Row]:
         sql = Q[query]
-        return await self._call(lambda conn: conn.execute(sql, params).fetchall())
+        return await self._call(
+            lambda conn: conn.execute(sql, params).fetchall(), inline=query in POINT_QUERIES
+        )
 
     async def _claim_row(self, params: dict[str, Any], query: str = "claim") -> Row | None:
         """The thread commits a claim even if we are cancelled meanwhile: then its result
@@ -110,7 +139,7 @@ class SqliteQueue(SqlQueue):
             self._hand_back(rows[0] if rows else None)
 
         rows = await self._call(
-            lambda conn: conn.execute(sql, params).fetchall(), orphaned=orphaned
+            lambda conn: conn.execute(sql, params).fetchall(), orphaned=orphaned, inline=True
         )
         return rows[0] if rows else None
 
