@@ -184,12 +184,14 @@ class SqlQueue(EventQueue):
         return task
 
     def _fit(self, fit: Fit) -> dict[str, Any]:
-        """A claimer's `Fit` as query parameters (its file list encoded once per set)."""
+        """A claimer's `Fit` as query parameters: its files as one string, each between
+        newlines (the claim searches it once per need), built once per set."""
         have = None
         if fit.have is not None:
             cached = self._have_encoded
             if cached is None or cached[0] is not fit.have:
-                cached = self._have_encoded = (fit.have, self.json_in(sorted(fit.have)))
+                text = "\n" + "".join(f"{name}\n" for name in sorted(fit.have))
+                cached = self._have_encoded = (fit.have, text)
             have = cached[1]
         return {"have": have, "warm": fit.warm, "placement_wait": self.placement_wait}
 

@@ -70,7 +70,8 @@ RETURNING *;
 
 -- name: claim_placed
 -- The claim of a claimer that says what it runs well (base.Fit): only tasks whose models it
--- has (or that name none, or have been due for placement_wait: nobody starves), and among the
+-- has (have is its files, each between newlines: one string search per need), or that name
+-- none, or that have been due for placement_wait (nobody starves); among the
 -- first `window` of those in run order, within the top priority, an overdue one first, then
 -- one with its warm checkpoint, then FIFO. Only the chosen row is locked (SKIP LOCKED: a
 -- candidate another claim holds is passed over).
@@ -91,9 +92,11 @@ UPDATE tasks
                    AND run_at <= %(now)s
                    AND (%(targets)s::text[] IS NULL OR target IS NULL
                         OR target = ANY (%(targets)s::text[]))
-                   AND (models IS NULL OR %(have)s::jsonb IS NULL
+                   AND (models IS NULL OR %(have)s::text IS NULL
                         OR run_at <= %(now)s - make_interval(secs => %(placement_wait)s)
-                        OR models <@ %(have)s::jsonb)
+                        OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(models) AS need
+                                        WHERE strpos(%(have)s::text, E'\n' || need || E'\n')
+                                              = 0))
                  ORDER BY priority DESC, seq
                  LIMIT %(window)s)
            AND status = 'queued'
@@ -107,7 +110,9 @@ RETURNING *;
 -- name: next_run_at_placed
 -- As next_run_at, for claim_placed: a task whose models the claimer lacks is its to take
 -- only placement_wait after it is due.
-SELECT min(CASE WHEN models IS NULL OR %(have)s::jsonb IS NULL OR models <@ %(have)s::jsonb
+SELECT min(CASE WHEN models IS NULL OR %(have)s::text IS NULL
+                     OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(models) AS need
+                                     WHERE strpos(%(have)s::text, E'\n' || need || E'\n') = 0)
                 THEN run_at
                 ELSE run_at + make_interval(secs => %(placement_wait)s) END) AS next_run_at
   FROM tasks

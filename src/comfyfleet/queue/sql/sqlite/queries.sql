@@ -55,7 +55,9 @@ RETURNING *;
 
 -- name: claim_placed
 -- The claim of a claimer that says what it runs well (base.Fit): only tasks whose models it
--- has (or that name none, or have been due for :placement_wait: nobody starves), and among the
+-- has (:have is its files, each between newlines: one string search per need, no parse of a
+-- list per claim), or that name none, or that have been due for :placement_wait (nobody
+-- starves); among the
 -- first :window of those in run order, within the top priority, an overdue one first, then one
 -- with its warm checkpoint, then FIFO.
 UPDATE tasks
@@ -76,8 +78,8 @@ UPDATE tasks
                         OR target IN (SELECT value FROM json_each(:targets)))
                    AND (models IS NULL OR :have IS NULL OR run_at <= :now - :placement_wait
                         OR NOT EXISTS (SELECT 1 FROM json_each(models) AS need
-                                        WHERE need.value NOT IN
-                                              (SELECT value FROM json_each(:have))))
+                                        WHERE instr(:have, char(10) || need.value || char(10))
+                                              = 0))
                  ORDER BY priority DESC, seq
                  LIMIT :window)
          ORDER BY priority DESC, run_at <= :now - :placement_wait DESC,
@@ -90,8 +92,8 @@ RETURNING *;
 -- only :placement_wait after it is due.
 SELECT min(CASE WHEN models IS NULL OR :have IS NULL
                      OR NOT EXISTS (SELECT 1 FROM json_each(models) AS need
-                                     WHERE need.value NOT IN
-                                           (SELECT value FROM json_each(:have)))
+                                     WHERE instr(:have, char(10) || need.value || char(10))
+                                           = 0)
                 THEN run_at ELSE run_at + :placement_wait END) AS next_run_at
   FROM tasks INDEXED BY tasks_claim
  WHERE status = 'queued'
