@@ -76,6 +76,7 @@ class ArtifactStore:
     def __init__(self, root: Path, *, s3: S3Sink | None = None) -> None:
         self.root = root
         self.s3 = s3
+        self._device: int | None = None  # the root's filesystem (see `_move_local`)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
@@ -147,9 +148,16 @@ class ArtifactStore:
         return _stored(task_id, artifact, name, size)
 
     async def _move_local(self, task_id: str, artifact: Artifact, source: Path) -> Artifact | None:
-        """Take ``source`` into the task's folder; None if it is not there."""
+        """Take ``source`` into the task's folder; None if it is not there. On the store's own
+        filesystem that is a rename and a few metadata calls, done here (cheaper than the
+        thread hop, ~0.3 ms on the way to the answer); a copy across filesystems runs in a
+        thread."""
+        folder = self.root / task_id
         try:
-            moved = await asyncio.to_thread(_move_into, self.root / task_id, artifact, source)
+            if self._same_filesystem(source):
+                moved = _move_into(folder, artifact, source)
+            else:
+                moved = await asyncio.to_thread(_move_into, folder, artifact, source)
         except OSError as exc:
             raise StorageError(
                 f"storing {artifact.filename} failed: {exc}", task_id=task_id, path=str(source)
@@ -158,6 +166,14 @@ class ArtifactStore:
             return None
         name, size = moved
         return _stored(task_id, artifact, name, size)
+
+    def _same_filesystem(self, source: Path) -> bool:
+        try:
+            if self._device is None:
+                self._device = os.stat(self.root).st_dev
+            return os.stat(source.parent).st_dev == self._device
+        except OSError:
+            return False
 
 
 def _stored(task_id: str, artifact: Artifact, name: str, size: int) -> Artifact:
@@ -173,7 +189,7 @@ def _stored(task_id: str, artifact: Artifact, name: str, size: int) -> Artifact:
 
 
 def _move_into(folder: Path, artifact: Artifact, source: Path) -> tuple[str, int] | None:
-    """One thread hop: reserve a name in ``folder``, then rename ``source`` onto it (or copy it
+    """Reserve a name in ``folder``, then rename ``source`` onto it (or copy it
     in the kernel across filesystems). None, leaving nothing behind, if ``source`` is gone."""
     try:
         size = source.stat().st_size
