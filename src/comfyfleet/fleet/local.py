@@ -54,6 +54,8 @@ def status_event(task: Task, **extra: Any) -> dict[str, Any]:
     payload = task.payload if isinstance(task.payload, dict) else {}
     if task.status == "running" and task.webhook_url and payload.get("webhook_progress"):
         event["progress_webhook"] = task.webhook_url  # the gateway's ProgressWebhooks
+    if task.finished and task.webhook_url:
+        event["webhook"] = True  # its final webhook is due now (the gateway's deliverer)
     event.update(extra)
     return event
 

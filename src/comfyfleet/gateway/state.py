@@ -102,7 +102,9 @@ class GatewayEvents(TaskEvents):
             started = self._started.pop(task_id, None)
             if started is not None:
                 self.metrics.durations.labels(event["status"]).observe(time.monotonic() - started)
-            if self.deliverer is not None:
+            if self.deliverer is not None and event.get("webhook"):
+                # (only a task with a webhook has an outbox row; a scan per task without
+                # one was a write transaction on the queue's thread per task)
                 self.deliverer.nudge()
         elif event.get("status") == "queued":
             self._started.pop(task_id, None)
