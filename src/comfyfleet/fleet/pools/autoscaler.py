@@ -135,6 +135,9 @@ class WorkerManager:
     # --- the loop -------------------------------------------------------------------------------
     async def _listen(self) -> None:
         """Queue events (submit, requeue) wake the loop."""
+        # Tasks submitted before this listener first waits (a submit may commit without the
+        # loop running anyone else) would be missed by the wait below: reconcile once now.
+        self.kick()
         while True:
             try:
                 if await self.fleet.queue.wait_for_work(30.0):
