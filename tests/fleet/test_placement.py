@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,18 @@ from comfyfleet.gateway.app import create_app
 from comfyfleet.jobs import JobSpec
 from comfyfleet.testing import ComfyTestServer
 
-from .helpers import NOT_IMPLEMENTED, FileServer, checkpoint_workflow, serve, stopped_claiming
+from .helpers import (
+    NOT_IMPLEMENTED,
+    FileServer,
+    checkpoint_workflow,
+    finished,
+    make_fleet,
+    make_settings,
+    payload,
+    serve,
+    stopped_claiming,
+)
+from .pools.cases import local_options
 
 A, B = "a.safetensors", "b.safetensors"
 
@@ -243,3 +255,65 @@ async def test_a_model_no_backend_has_is_fetched_by_whoever_claims_it(
     assert task.models is None and task.checkpoint == "checkpoints/c.safetensors"
     assert ran_there(task), task.error
     assert files.gets["/cdn/c.safetensors"] == 1
+
+
+# --- the autoscaler: the pool that holds the files scales -----------------------------------------
+
+
+def pool_with(name: str, checkpoint: str, **keys: Any) -> dict[str, Any]:
+    """A local pool whose workers (test servers, 1 s per job) have ``checkpoint``."""
+    prelude = (
+        f"mkdir -p {{root}}/models/checkpoints && : > {{root}}/models/checkpoints/{checkpoint}"
+    )
+    server = local_options(1.0)["command"]
+    command = f"sh -c '{prelude} && exec {server}'"
+    return {"name": name, "provider": "local", **local_options(), "command": command, **keys}
+
+
+async def test_the_pool_whose_workers_have_the_files_scales_for_them(
+    tmp_path: Path, sqlite_queue: Any
+) -> None:
+    """Pool ``pa`` comes first (it would take all demand before), but the waiting tasks are
+    placed on B, which only ``pb``'s workers list: ``pb`` grows to its max, ``pa`` stays at 0."""
+    pools = [pool_with("pa", A, min=0, max=1), pool_with("pb", B, min=1, max=2, cooldown=30)]
+    settings = make_settings(tmp_path, [], pools=pools)
+    async with make_fleet(settings, sqlite_queue) as fleet:
+        manager = fleet.workers
+
+        await catalogue_known(fleet, manager.pools["pb"])
+        tasks = await submit_tasks(sqlite_queue, 4, models=[f"checkpoints/{B}"])
+        pa, pb = manager.pools["pa"], manager.pools["pb"]
+        await manager.until(lambda _: len(pb.active()) == 2 or pa.started_total > 0, 60)
+        assert pa.started_total == 0, manager.workers()
+        done = await finished(sqlite_queue, [t.id for t in tasks], 120)
+        assert f"checkpoints/{B}" in manager.pool_files["pb"]
+        assert f"checkpoints/{A}" not in manager.pool_files["pb"]
+        assert pa.started_total == 0, manager.workers()
+    assert {t.status for t in done} == {"succeeded"}
+    assert all(t.backend.startswith("pb/") for t in done), [t.backend for t in done]
+
+
+async def catalogue_known(fleet: Any, pool: Any) -> None:
+    """Until a worker of ``pool`` is a backend whose object_info is cached (event-driven: the
+    manager's changes until its backend exists, then the backend's own)."""
+    manager = fleet.workers
+
+    def agents() -> list[Any]:
+        names = [w.backend_name for w in pool.workers.values()]
+        return [fleet.agents[n] for n in names if n in fleet.agents]
+
+    async with asyncio.timeout(60):
+        await manager.until(lambda _: bool(agents()), 60)
+        while not any(a.runner.catalogue() is not None for a in agents()):
+            await agents()[0].backend.changed(timeout=5)
+
+
+async def submit_tasks(queue: Any, n: int, *, models: list[str]) -> list[Any]:
+    """n counted tasks stored with this placement (what the gateway's intake would store for a
+    workflow loading those files while a backend lists them)."""
+    out = []
+    for _ in range(n):
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+        task, _ = await queue.submit(payload(prefix), task_id=prefix, models=models)
+        out.append(task)
+    return out

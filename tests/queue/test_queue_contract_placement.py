@@ -128,3 +128,12 @@ async def test_targets_still_apply_to_a_placed_claim(queue: Queue) -> None:
     fit = Fit(have=frozenset({A}))
     assert (await queue.claim("a", LEASE, targets=["gpu-a"], fit=fit)).id == mine.id
     assert await queue.claim("a", LEASE, targets=["gpu-a"], fit=fit) is None
+
+
+async def test_queued_models_counts_the_waiting_tasks_per_file_list(queue: Queue) -> None:
+    for models in ([A], [B, LORA], [A], None, [B, LORA]):
+        await queue.submit({"m": models}, models=models)
+    claimed = await queue.claim("x", LEASE, fit=Fit(have=frozenset({B, LORA})))
+    assert claimed is not None and claimed.models == [B, LORA]  # running: not counted
+    counts = {tuple(m or ()): n for m, n in await queue.queued_models()}
+    assert counts == {(A,): 2, (B, LORA): 1, (): 1}

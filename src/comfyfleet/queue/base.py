@@ -248,6 +248,11 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats: ...
 
     @abc.abstractmethod
+    async def queued_models(self) -> builtins.list[tuple[builtins.list[str] | None, int]]:
+        """The queued tasks by placement (see `Fit`): each distinct file list, None for tasks
+        without, with how many tasks wait with it; one snapshot (the autoscaler's demand)."""
+
+    @abc.abstractmethod
     async def expire_leases(self) -> builtins.list[Task]:
         """Running tasks past their lease go back to queued while attempts remain (else
         failed, or cancelled if requested); past their deadline they fail with code

@@ -405,7 +405,12 @@ class SqlQueue(EventQueue):
         age = None if oldest is None else max(0.0, (self.clock() - oldest).total_seconds())
         return QueueStats(counts, depth, age)
 
+    async def queued_models(self) -> builtins.list[tuple[builtins.list[str] | None, int]]:
+        rows = await self._rows("queued_models", {})
+        return [(self._maybe(row["models"], self.json_out), int(row["count"])) for row in rows]
+
     # --- webhook outbox -----------------------------------------------------------------------
+
     async def due_webhooks(
         self, limit: int = 10, lease_seconds: float = 30.0
     ) -> builtins.list[WebhookDelivery]:

@@ -7,6 +7,11 @@ due (an idle worker's cooldown, crash-loop backoff, the start cap). Then every p
 ``desired = clamp(ceil((queued + running) / target), min, max)``; more workers start at once,
 surplus idle workers are drained and stopped once idle for the cooldown.
 
+Demand is model-aware: a queued task placed on model files (see `comfyfleet.fleet.placement`)
+counts for the first pool that holds them all (with room, else the first), where "holds" is the
+files its workers' catalogues listed (remembered while the pool is at zero); other queued
+tasks flow down the pools in order, and each pool carries its own running tasks.
+
 With several replicas on PostgreSQL, only the holder of a session advisory lock acts; the
 others keep trying, and the one that takes over first adopts every worker its pools' providers
 list as theirs.
@@ -20,10 +25,12 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from comfyfleet.fleet.placement import files_of
 from comfyfleet.fleet.pools.leader import AdvisoryLock, Leadership
 from comfyfleet.fleet.pools.pool import Pool
 from comfyfleet.fleet.pools.provider import Provider, make_provider
@@ -85,6 +92,10 @@ class WorkerManager:
         self.last_demand = 0
         self._first: float | None = None
         self._announced: dict[str, None] = {}  # tasks told they wait for a cold start
+        # Model files each pool's workers listed (kept at zero workers) and, per backend, the
+        # catalogue they were read from (read again only when it changes).
+        self.pool_files: dict[str, frozenset[str]] = {}
+        self._read: dict[str, tuple[Mapping[str, Any], frozenset[str]]] = {}
 
     @classmethod
     def from_settings(cls, fleet: Fleet) -> WorkerManager:
@@ -172,18 +183,63 @@ class WorkerManager:
             return None
         stats = await self.fleet.queue.stats()
         queued = stats.counts.get("queued", 0)
-        demand = queued + sum(pool.running_tasks() for pool in self.pools.values())
-        self.last_demand = demand
+        placed: Counter[str] = Counter()
+        general = queued  # queued tasks any pool may take
+        if queued:
+            placed, general = await self._placed_demand()
+        self.last_demand = queued + sum(pool.running_tasks() for pool in self.pools.values())
         now = time.monotonic()
         wakes = []
-        for pool in self.pools.values():
-            at = pool.reconcile(demand, now)
+        for name, pool in self.pools.items():
+            own = placed[name] + pool.running_tasks()
+            at = pool.reconcile(own + general, now)
             if at is not None:
                 wakes.append(at)
-            demand = max(0, demand - round(len(pool.active()) * pool.spec.target))
+            spare = round(len(pool.active()) * pool.spec.target) - own
+            general = max(0, general - max(0, spare))
         if queued:
             await self._announce_cold_start()
         return min(wakes) if wakes else None
+
+    async def _placed_demand(self) -> tuple[Counter[str], int]:
+        """Queued tasks placed on model files, counted for the pool that should run them (the
+        first that holds them all and has room, else the first that holds them), and the
+        general rest: tasks without placement, or that no pool or every pool holds. One
+        snapshot of the queue, so a claim meanwhile cannot count a task twice."""
+        out: Counter[str] = Counter()
+        general = 0
+        held = {name: self._files_of(pool) for name, pool in self.pools.items()}
+        for files, count in await self.fleet.queue.queued_models():
+            holders = [
+                n for n, have in held.items() if files and have is not None and set(files) <= have
+            ]
+            if not holders or len(holders) == len(self.pools):
+                general += count
+                continue
+            room = [n for n in holders if len(self.pools[n].active()) < self.pools[n].spec.max]
+            out[(room or holders)[0]] += count
+        return out, general
+
+    def _files_of(self, pool: Pool) -> frozenset[str] | None:
+        """The model files a pool holds: what its live workers' catalogues list, else what
+        they listed last (a pool at zero still holds its volume); None if never seen."""
+        seen: list[frozenset[str]] = []
+        for worker in pool.workers.values():
+            agent = self.fleet.agents.get(worker.backend_name)
+            catalogue = getattr(getattr(agent, "runner", None), "catalogue", None)
+            info = catalogue() if callable(catalogue) else None
+            if info is None:
+                continue
+            read = self._read.get(worker.backend_name)
+            if read is None or read[0] is not info:
+                read = self._read[worker.backend_name] = (info, files_of(info))
+            seen.append(read[1])
+        if seen:
+            self.pool_files[pool.spec.name] = frozenset().union(*seen)
+        live = {w.backend_name for p in self.pools.values() for w in p.workers.values()}
+        for gone in set(self._read) - live:
+            del self._read[gone]
+        return self.pool_files.get(pool.spec.name)
 
     async def _announce_cold_start(self) -> None:
         """Tasks waiting while no worker is ready but some are starting get a progress event

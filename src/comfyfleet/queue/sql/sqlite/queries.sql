@@ -212,6 +212,13 @@ SELECT status, priority, count(*) AS count, min(created_at) AS oldest
   FROM tasks
  GROUP BY status, priority;
 
+-- name: queued_models
+-- Queued tasks per distinct file list, NULL (no placement) included: the autoscaler's
+-- per-pool demand, all counts from one snapshot.
+SELECT models, count(*) AS count FROM tasks INDEXED BY tasks_claim
+ WHERE status = 'queued'
+ GROUP BY models;
+
 -- name: purge
 -- Deliveries go with their task (ON DELETE CASCADE).
 DELETE FROM tasks
