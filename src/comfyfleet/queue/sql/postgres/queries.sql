@@ -86,7 +86,7 @@ UPDATE tasks
        progress = NULL
  WHERE id = (
         SELECT id FROM tasks
-         WHERE id IN (
+         WHERE id = ANY (ARRAY(  -- the window first (an index walk), then a look-up of each
                 SELECT id FROM tasks
                  WHERE status = 'queued'
                    AND run_at <= %(now)s
@@ -98,7 +98,7 @@ UPDATE tasks
                                         WHERE strpos(%(have)s::text, E'\n' || need || E'\n')
                                               = 0))
                  ORDER BY priority DESC, seq
-                 LIMIT %(window)s)
+                 LIMIT %(window)s))
            AND status = 'queued'
          ORDER BY priority DESC,
                   run_at <= %(now)s - make_interval(secs => %(placement_wait)s) DESC,
