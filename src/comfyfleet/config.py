@@ -67,7 +67,9 @@ class _DeclaredVariablesOnly(EnvSettingsSource):
         found = super()._extract_field_info(field, field_name, *args, **kwargs)
         if field.validation_alias is None:
             return found
-        return [info for info in found if info[1].lower() != field_name.lower()]
+        # (field key, variable, complex): the bare-name entry is the one keyed by the field's
+        # own name; a legacy alias spelled like it (MODELS for ``models``) is keyed by itself.
+        return [info for info in found if info[0] != field_name]
 
 
 class Settings(BaseSettings):

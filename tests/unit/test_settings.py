@@ -120,3 +120,9 @@ def test_only_declared_variables_are_read_never_bare_field_names(env) -> None:
     env(COMFYFLEET_PORT="9001")
     assert Settings().port == 9001
     assert Settings(port=5).port == 5
+
+
+def test_a_legacy_name_spelled_like_the_field_is_still_read(env) -> None:
+    """``MODELS`` (seed 002's variable) is declared for ``models``: it must keep working."""
+    env(MODELS="org/a:a.safetensors:vae")
+    assert Settings().models == "org/a:a.safetensors:vae"
