@@ -37,10 +37,11 @@ async def test_completion_during_the_gap_is_found_in_history(comfy, client, sett
     comfy.faults.update(ws_drop_after=4, ws_refuse_seconds=3.0)
     progress: list[Progress] = []
     spec = JobSpec(workflow=slow(steps=6))
-    start = time.monotonic()
     result = await execute(spec, client, InlineSink(), progress.append, settings=settings)
     assert comfy.faults.ws_refusals >= 1, "the completion must have happened during the gap"
-    assert time.monotonic() - start < 3.0, "found by reconciling, not after the socket came back"
+    assert comfy.faults.as_dict()["ws_refusing_for"] > 0, (
+        "found by reconciling, not after the socket came back"
+    )
     assert [a.kind for a in result.artifacts] == ["image"]
     assert result.artifacts[0].data
 
@@ -148,19 +149,18 @@ async def test_dead_comfy_is_unavailable_quickly(settings) -> None:
 
 
 async def test_comfy_dying_mid_run_is_reported_within_bounds(comfy, settings) -> None:
-    async with Client(comfy.url, reconnect_timeout=1.0) as c:
+    # A reconnect timeout far beyond the wait below: the job can only end in time because a
+    # closed socket and a refused port are taken as gone at once.
+    async with Client(comfy.url, reconnect_timeout=600.0) as c:
         running = asyncio.Event()
         spec = JobSpec(workflow=slow(steps=100))
         job = asyncio.create_task(
             execute(spec, c, InlineSink(), on_stage("running", running), settings=settings)
         )
         await asyncio.wait_for(running.wait(), 5)
-        start = time.monotonic()
         await comfy.die()
-        # A closed socket and a refused port: gone at once, not after the reconnect timeout.
         with pytest.raises(ComfyConnectionLost, match="connections are refused"):
-            await asyncio.wait_for(job, 10)
-        assert time.monotonic() - start < 5
+            await asyncio.wait_for(job, 30)
 
 
 async def test_restarted_comfy_loses_the_prompt(comfy, settings) -> None:
