@@ -14,9 +14,7 @@ needed after the launch (asyncio, urllib) is imported where it is used.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -33,6 +31,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from comfyfleet.errors import ComfyCrashed, ComfyError, ComfyUnavailable
+from comfyfleet.processes import DIE_WITH_PARENT, signal_group, terminate_group
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,16 +71,6 @@ def launch_args(args: str, url: str) -> list[str]:
     if "--listen" not in argv and parts.hostname:
         argv += ["--listen", parts.hostname]
     return argv
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the worker, even on SIGKILL
-
-
-_PRCTL: Callable[[int, int], int] | None = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class Supervisor:
@@ -140,20 +129,10 @@ class Supervisor:
         proc = self._proc
         if proc is not None and proc.poll() is None:
             log.info("stopping ComfyUI", extra={"pid": proc.pid})
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait()
+            terminate_group(proc, timeout)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._set_state("stopped")
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
 
     def _launch(self) -> None:
         self.generation += 1
@@ -167,7 +146,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _PRCTL else None,
+            preexec_fn=DIE_WITH_PARENT,
         )
         self._launched_at = time.perf_counter()
         log.info(
@@ -244,7 +223,7 @@ class Supervisor:
             interval = min(interval * 1.5, 0.05)  # a refused connect costs nothing
         if proc.poll() is None and not self._stopping.is_set():
             log.error("ComfyUI not ready after %.0f s; killing it", self.ready_timeout)
-            self._signal(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
         return False
 
     def probe(self, timeout: float = 1.0) -> bool:

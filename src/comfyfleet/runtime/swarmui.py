@@ -12,15 +12,11 @@ row that never became ready, it gives up and `wait_ready` fails at once with tha
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -28,17 +24,12 @@ from pathlib import Path
 from typing import Literal
 
 from comfyfleet.errors import ServiceUnavailable
+from comfyfleet.processes import DIE_WITH_PARENT, signal_group, terminate_group
 
 log = logging.getLogger(__name__)
 
 State = Literal["idle", "starting", "ready", "stopped", "failed"]
 MAX_START_FAILURES = 3
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class SwarmProcess:
@@ -96,21 +87,11 @@ class SwarmProcess:
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            terminate_group(proc, timeout)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._set_state("stopped")
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
 
     def _launch(self) -> None:
         self.launches += 1
@@ -127,7 +108,7 @@ class SwarmProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=DIE_WITH_PARENT,
         )
         log.info("SwarmUI launched", extra={"pid": self._proc.pid, "argv": self.argv})
         threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
@@ -175,7 +156,7 @@ class SwarmProcess:
             interval = min(interval * 2, 1.0)
         if proc.poll() is None and not self._stopping.is_set():
             log.error("SwarmUI not ready after %.0f s; killing it", self.ready_timeout)
-            self._signal(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
         return False
 
     def probe(self, timeout: float = 2.0) -> bool:
