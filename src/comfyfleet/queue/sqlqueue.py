@@ -273,7 +273,11 @@ class SqlQueue(EventQueue):
         return HeartbeatAnswer(False, bool(row["cancel_requested"]), expires)
 
     async def _finish(self, query: str, task_id: str, owner: str, **params: Any) -> Task:
-        params.update(id=task_id, owner=owner, now=self._now())
+        return await self._leased_change(query, task_id, owner, now=self._now(), **params)
+
+    async def _leased_change(self, query: str, task_id: str, owner: str, **params: Any) -> Task:
+        """Run a change that only the lease owner may make; anyone else gets `Conflict`."""
+        params.update(id=task_id, owner=owner)
         row = await self._row(query, params)
         if row is None:
             existing = await self._existing(task_id)
@@ -317,18 +321,7 @@ class SqlQueue(EventQueue):
         )
 
     async def release(self, task_id: str, owner: str, attempt: int) -> Task:
-        row = await self._row("unclaim", {"id": task_id, "owner": owner, "attempts": attempt})
-        if row is None:
-            existing = await self._existing(task_id)
-            raise Conflict(
-                f"task {task_id} is {existing['status']} and not leased to {owner}",
-                task_id=task_id,
-                status=existing["status"],
-                lease_owner=existing["lease_owner"],
-            )
-        task = self._task(row)
-        self._changed([task])
-        return task
+        return await self._leased_change("unclaim", task_id, owner, attempts=attempt)
 
     async def cancel(self, task_id: str) -> Task:
         row = await self._row("cancel", {"id": task_id, "now": self._now()})
