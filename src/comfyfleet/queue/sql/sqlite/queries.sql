@@ -57,9 +57,8 @@ RETURNING *;
 -- The claim of a claimer that says what it runs well (base.Fit): only tasks whose models it
 -- has (:have is its files, each between newlines: one string search per need, no parse of a
 -- list per claim), or that name none, or that have been due for :placement_wait (nobody
--- starves); among the
--- first :window of those in run order, within the top priority, an overdue one first, then one
--- with its warm checkpoint, then FIFO.
+-- starves); among the first :window of those in run order, within the top priority, an
+-- overdue one first, then one with its warm checkpoint, then FIFO.
 UPDATE tasks
    SET status = 'running',
        attempts = attempts + 1,
